@@ -1,0 +1,273 @@
+"""Command line: run, train, detect, generate, check-config.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (the message says which key and how
+to fix it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from streamwatch import __version__
+from streamwatch.config import ConfigError, StreamwatchConfig, load_config
+
+log = logging.getLogger("streamwatch")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.handler(args)
+    except ConfigError as error:
+        print(f"streamwatch: configuration error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as error:
+        print(f"streamwatch: {error}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamwatch",
+        description="Streaming anomaly monitor: windows, autoencoder scoring, per-stream thresholds, alerts.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamwatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    run = verbs.add_parser(
+        "run", help="start the daemon", description="Start the daemon until SIGINT/SIGTERM."
+    )
+    run.add_argument("-c", "--config", type=Path, help="YAML config (default: the embedded simulated demo)")
+    run.add_argument("--progress", action="store_true", help="show training progress bars")
+    run.set_defaults(handler=_run)
+
+    detect = verbs.add_parser(
+        "detect",
+        help="train on a file's normal prefix and detect anomalies in the rest",
+        description="Offline path: the daemon's engine over a recorded file, in event time.",
+    )
+    _file_arguments(detect)
+    detect.add_argument("--alerts", type=Path, required=True, help="write alert events here (JSON lines)")
+    detect.add_argument("--scores", type=Path, help="write per-window scores here (CSV)")
+    detect.add_argument("--model", type=Path, help="use this trained model instead of training on the prefix")
+    detect.set_defaults(handler=_detect)
+
+    train = verbs.add_parser(
+        "train",
+        help="train a model on a file's normal prefix and save it",
+        description="Train once, then `detect --model` or the daemon can use it.",
+    )
+    _file_arguments(train)
+    train.add_argument(
+        "--out", type=Path, required=True, help="model path (writes PATH.safetensors + PATH.json)"
+    )
+    train.set_defaults(handler=_train)
+
+    generate = verbs.add_parser(
+        "generate",
+        help="simulate normal data and inject labelled anomalies",
+        description="Writes a CSV (timestamp,<channel>,...) and a labels JSON.",
+    )
+    from streamwatch.generate.inject import KINDS
+    from streamwatch.generate.simulate import DOMAINS
+
+    generate.add_argument("--domain", choices=DOMAINS, required=True)
+    generate.add_argument("--samples", type=int, default=20_000, help="number of samples (default 20000)")
+    generate.add_argument("--rate", type=float, help="sampling rate in Hz (default: the domain's)")
+    generate.add_argument("--anomalies", type=int, default=6, help="how many anomalies to inject (default 6)")
+    generate.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"comma-separated kinds (default all: {','.join(KINDS)})"
+    )
+    generate.add_argument("--severity", type=float, default=1.0, help="1.0 = clearly anomalous to a human")
+    generate.add_argument(
+        "--normal-fraction", type=float, default=0.3, help="leading share kept anomaly-free (default 0.3)"
+    )
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--start", default="2026-01-01T00:00:00Z", help="time of the first sample")
+    generate.add_argument("--out", type=Path, required=True, help="CSV to write")
+    generate.add_argument("--labels", type=Path, help="labels JSON to write (default: OUT with .labels.json)")
+    generate.set_defaults(handler=_generate)
+
+    check = verbs.add_parser(
+        "check-config", help="validate a config file", description="Exit 0 when valid; else name key and fix."
+    )
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=_check_config)
+    return parser
+
+
+def _file_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", type=Path, help="CSV (timestamp,<channel>,...) or a log file with --format log"
+    )
+    parser.add_argument("--format", choices=("csv", "log"), default="csv")
+    parser.add_argument("--stream", help="stream id (default: the file name without extension)")
+    parser.add_argument("--train-until", help="last training timestamp (ISO-8601 or epoch seconds)")
+    parser.add_argument(
+        "--train-fraction", type=float, help="leading share of rows to train on (default 0.3)"
+    )
+    parser.add_argument(
+        "-c", "--config", type=Path, help="YAML config (detector, threshold, alerts sections)"
+    )
+    parser.add_argument("--progress", action="store_true", help="show a training progress bar")
+
+
+def _config(path: Path | None) -> StreamwatchConfig:
+    return StreamwatchConfig() if path is None else load_config(path)
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from streamwatch.offline import Split, detect, detect_with_model, load_frame, write_alerts, write_scores
+
+    config = _config(args.config)
+    frame = load_frame(args.file, fmt=args.format, stream=args.stream or args.file.stem)
+    split = Split.parse(args.train_until, args.train_fraction)
+    started = time.perf_counter()
+    if args.model is not None:
+        result = detect_with_model(frame, split, config, args.model)
+    else:
+        result = detect(frame, split, config, progress=args.progress)
+    write_alerts(args.alerts, result.alerts)
+    if args.scores is not None:
+        with args.scores.open("w", encoding="utf-8", newline="") as target:
+            write_scores(target, result.scores)
+    firing = sum(1 for event in result.alerts if event.status == "firing")
+    log.info(
+        "%s: trained on %d rows, scored %d rows in %d windows (%s, window %d, hop %d): "
+        "%d firing / %d resolved events in %.1fs",
+        args.file,
+        result.train_rows,
+        result.scored_rows,
+        len(result.scores),
+        result.model.version,
+        result.model.spec.length,
+        result.model.spec.hop,
+        firing,
+        len(result.alerts) - firing,
+        time.perf_counter() - started,
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from streamwatch.models.group_store import save_group_model
+    from streamwatch.offline import Split, load_frame, train_on_prefix
+
+    config = _config(args.config)
+    frame = load_frame(args.file, fmt=args.format, stream=args.stream or args.file.stem)
+    model, cut = train_on_prefix(
+        frame, Split.parse(args.train_until, args.train_fraction), config, progress=args.progress
+    )
+    save_group_model(args.out, model)
+    log.info(
+        "trained %s on %d rows (window %d, hop %d, %d epochs, %.1fs); saved %s",
+        model.version,
+        cut,
+        model.spec.length,
+        model.spec.hop,
+        model.fit_report.epochs,
+        model.fit_report.seconds,
+        args.out,
+    )
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from streamwatch.generate.inject import inject_many, write_csv, write_labels
+    from streamwatch.generate.simulate import simulate
+    from streamwatch.records import parse_iso_utc
+
+    if not 0.0 <= args.normal_fraction < 1.0:
+        raise ValueError(f"--normal-fraction must be in [0, 1), got {args.normal_fraction}")
+    rng = np.random.default_rng(args.seed)
+    series = simulate(
+        args.domain, n=args.samples, start=parse_iso_utc(args.start), rng=rng, rate_hz=args.rate
+    )
+    kinds = tuple(kind.strip() for kind in args.kinds.split(",") if kind.strip())
+    protect = int(args.samples * args.normal_fraction)
+    free = args.samples - protect
+    longest = max(8, min(free // max(4 * args.anomalies, 1), int(600 * series.rate_hz) + 8))
+    series, labels = inject_many(
+        series,
+        rng=rng,
+        kinds=kinds,
+        count=args.anomalies,
+        min_gap=longest,
+        length_range=(max(4, longest // 4), longest),
+        severity=args.severity,
+        protect_prefix=protect,
+    )
+    labels_path = args.labels or args.out.with_suffix(".labels.json")
+    write_csv(args.out, series)
+    write_labels(labels_path, labels)
+    log.info("wrote %s (%d samples, %d anomalies) and %s", args.out, args.samples, len(labels), labels_path)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as error:
+        print(f"{args.file}: invalid: {error}", file=sys.stderr)
+        return 2
+    source = config.source
+    detail = (
+        f"{len(source.streams)} simulated streams" if source.kind == "simulate" else f"file {source.path}"
+    )
+    print(
+        f"{args.file}: ok (source {source.kind}: {detail}; model {config.detector.model}; "
+        f"threshold {config.threshold.get('kind')}; {len(config.sinks)} sinks)"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from streamwatch.io.sinks import DeadLetterFile, JsonlSink, Sink, StreamSink
+    from streamwatch.service.daemon import Daemon
+
+    config = _config(args.config)
+    sinks: list[Sink] = []
+    for item in config.sinks:
+        if item.kind == "stdout":
+            sinks.append(StreamSink(include_quality=item.include_quality))
+        else:
+            sinks.append(JsonlSink(item.path, include_quality=item.include_quality))
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing the batch in flight and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    daemon = Daemon(
+        config,
+        sinks=sinks,
+        dead_letter=DeadLetterFile(config.dead_letter.path),
+        clock=time.time,
+        progress=args.progress,
+    )
+    daemon.run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

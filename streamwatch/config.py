@@ -1,0 +1,254 @@
+"""The only module that knows YAML: typed, validated, environment-expanded configuration.
+
+Every mistake is reported as `ConfigError` with the dotted key, what was wrong and how to fix it, e.g.
+``detector.model: got 'cnn'; use one of 'conv', 'lstm', 'pca'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamwatch.core.alerts import AlertConfig, SeverityLevel
+from streamwatch.core.bootstrap import TrainingPlan, WindowShape
+from streamwatch.core.thresholds import ThresholdConfig, threshold_from_dict
+from streamwatch.generate.simulate import DOMAINS
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message names the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulatedStreamConfig(_Strict):
+    id: str = Field(min_length=1)
+    domain: str
+    rate_hz: float | None = Field(default=None, gt=0)
+    anomalies_per_hour: float = Field(default=1.0, ge=0)
+    # Streams of one group share a model; by default the domain is the group.
+    group: str | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _known_domain(cls, value: str) -> str:
+        if value not in DOMAINS:
+            raise ValueError(f"unknown domain {value!r}; use one of {', '.join(DOMAINS)}")
+        return value
+
+
+DEMO_STREAMS = (
+    SimulatedStreamConfig(id="pmu-1/frequency", domain="grid_frequency", anomalies_per_hour=2.0),
+    SimulatedStreamConfig(id="pmu-1/voltage", domain="voltage", anomalies_per_hour=2.0),
+    SimulatedStreamConfig(id="ward-3/ecg", domain="ecg", rate_hz=125.0, anomalies_per_hour=2.0),
+    SimulatedStreamConfig(id="web-1/metrics", domain="server", anomalies_per_hour=0.5),
+)
+
+
+class SimulateSourceConfig(_Strict):
+    kind: Literal["simulate"] = "simulate"
+    seed: int = 7
+    # Event-time seconds per wall-clock second once live; history is replayed as fast as the engine allows.
+    speed: float = Field(default=60.0, gt=0)
+    # Anomaly-free samples per stream before live data starts: what the daemon bootstraps on.
+    history_samples: int = Field(default=5000, ge=64)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    streams: tuple[SimulatedStreamConfig, ...] = Field(default=DEMO_STREAMS, min_length=1)
+
+
+class FileSourceConfig(_Strict):
+    kind: Literal["file"] = "file"
+    path: Path
+    format: Literal["csv", "log", "jsonl"] = "csv"
+    stream: str | None = None
+    log_interval_s: float = Field(default=60.0, gt=0)
+
+
+SourceConfig = Annotated[SimulateSourceConfig | FileSourceConfig, Field(discriminator="kind")]
+
+
+class WindowConfig(_Strict):
+    length: int | Literal["auto"] = "auto"
+    hop: int | Literal["auto"] = "auto"
+    lateness_s: float = Field(default=0.0, ge=0)
+    max_gap_intervals: float = Field(default=10.0, gt=1)
+
+    def shape(self) -> WindowShape:
+        return WindowShape(
+            length=None if self.length == "auto" else self.length,
+            hop=None if self.hop == "auto" else self.hop,
+            lateness_s=self.lateness_s,
+            max_gap_intervals=self.max_gap_intervals,
+        )
+
+
+class TrainingConfig(_Strict):
+    seed: int = 0
+    max_epochs: int = Field(default=40, ge=1)
+    max_seconds: float = Field(default=120.0, gt=0)
+    held_out_share: float = Field(default=0.2, gt=0, lt=0.9)
+    max_train_windows: int = Field(default=8000, ge=16)
+    # Samples per stream the daemon collects before a group's first model.
+    bootstrap_samples: int = Field(default=4096, ge=64)
+
+    def plan(self, *, progress: bool) -> TrainingPlan:
+        return TrainingPlan(
+            seed=self.seed,
+            held_out_share=self.held_out_share,
+            max_train_windows=self.max_train_windows,
+            progress=progress,
+        )
+
+
+class DetectorConfig(_Strict):
+    model: Literal["conv", "lstm", "pca"] = "conv"
+    window: WindowConfig = WindowConfig()
+    training: TrainingConfig = TrainingConfig()
+    torch_threads: int | None = Field(default=None, ge=1)
+    model_dir: Path = Path("streamwatch-models")
+
+
+class SeverityConfig(_Strict):
+    name: str = Field(min_length=1)
+    ratio: float = Field(gt=0)
+
+
+class AlertsConfig(_Strict):
+    for_windows: int = Field(default=2, ge=1)
+    resolve_windows: int = Field(default=8, ge=1)
+    resolve_ratio: float = Field(default=0.9, gt=0, le=1)
+    cooldown_windows: int = Field(default=8, ge=0)
+    severities: tuple[SeverityConfig, ...] = (
+        SeverityConfig(name="warning", ratio=1.0),
+        SeverityConfig(name="critical", ratio=2.0),
+    )
+
+    @model_validator(mode="after")
+    def _valid_alerts(self) -> AlertsConfig:
+        self.build()
+        return self
+
+    def build(self) -> AlertConfig:
+        return AlertConfig(
+            for_windows=self.for_windows,
+            resolve_windows=self.resolve_windows,
+            resolve_ratio=self.resolve_ratio,
+            cooldown_windows=self.cooldown_windows,
+            severities=tuple(SeverityLevel(level.name, level.ratio) for level in self.severities),
+        )
+
+
+class StdoutSinkConfig(_Strict):
+    kind: Literal["stdout"] = "stdout"
+    include_quality: bool = True
+
+
+class JsonlSinkConfig(_Strict):
+    kind: Literal["jsonl"] = "jsonl"
+    path: Path
+    include_quality: bool = False
+
+
+SinkConfig = Annotated[StdoutSinkConfig | JsonlSinkConfig, Field(discriminator="kind")]
+
+
+class StreamwatchConfig(_Strict):
+    source: SourceConfig = SimulateSourceConfig()
+    detector: DetectorConfig = DetectorConfig()
+    threshold: dict[str, Any] = Field(default_factory=lambda: {"kind": "pot"})
+    alerts: AlertsConfig = AlertsConfig()
+    sinks: tuple[SinkConfig, ...] = (StdoutSinkConfig(),)
+    dead_letter: JsonlSinkConfig = JsonlSinkConfig(path=Path("streamwatch-deadletter.jsonl"))
+    scores_path: Path | None = None
+
+    @field_validator("threshold")
+    @classmethod
+    def _valid_threshold(cls, value: dict[str, Any]) -> dict[str, Any]:
+        threshold_from_dict(value)
+        return value
+
+    def threshold_config(self) -> ThresholdConfig:
+        return threshold_from_dict(self.threshold)
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, *, where: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string; a missing variable without default is an error."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{where or 'value'}: environment variable {name} is not set; export it or write "
+                f"${{{name}:-default}}"
+            )
+
+        return _ENV.sub(substitute, value)
+    if isinstance(value, dict):
+        return {key: expand_env(item, where=_join(where, str(key))) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_env(item, where=f"{where}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
+def parse_config(data: Any) -> StreamwatchConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a YAML mapping with at least a `source` key")
+    try:
+        return StreamwatchConfig.model_validate(expand_env(data))
+    except ValidationError as error:
+        raise ConfigError(_explain(error)) from None
+
+
+def load_config(path: Path) -> StreamwatchConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        # Drop pydantic's union-branch names (e.g. 'simulate') so the path reads like the YAML keys.
+        path = ".".join(
+            str(part) for part in problem["loc"] if part not in ("simulate", "file", "stdout", "jsonl")
+        )
+        kind = problem["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"{path}: unknown key; remove it or check its spelling against config.example.yaml")
+        elif kind == "missing":
+            lines.append(f"{path}: required key is missing; add it (see config.example.yaml)")
+        elif kind == "union_tag_invalid":
+            lines.append(f"{path}: {problem['msg']}")
+        else:
+            got = problem.get("input")
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {message} (got {got!r})")
+    return "; ".join(lines)

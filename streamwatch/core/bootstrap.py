@@ -1,0 +1,180 @@
+"""From a group's normal data to a live model: profiles, window shape, training, calibration.
+
+Pure orchestration: the reconstructor is built by an injected factory (torch lives in `streamwatch.models`),
+so the same decisions are taken offline (`detect`) and in the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamwatch.core.detector import WindowDetector, model_input
+from streamwatch.core.profile import StreamProfile, dominant_period, fit_profile
+from streamwatch.core.reconstructor import FitReport, Reconstructor
+from streamwatch.core.windows import WindowSpec
+from streamwatch.records import FloatArray
+
+ReconstructorFactory = Callable[[int, int], Reconstructor]
+
+# Bounds for the automatic window length: long enough to hold two cycles of a clear rhythm (a heartbeat, a
+# machine cycle), short enough to alert quickly and keep the model small.
+MIN_AUTO_LENGTH = 32
+MAX_AUTO_LENGTH = 512
+DEFAULT_LENGTH = 64
+# A rhythm counts when its autocorrelation peak reaches this height.
+_RHYTHM_MIN_HEIGHT = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class WindowShape:
+    """Requested window length/hop; None means: choose from the training data."""
+
+    length: int | None = None
+    hop: int | None = None
+    lateness_s: float = 0.0
+    max_gap_intervals: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingPlan:
+    seed: int = 0
+    held_out_share: float = 0.2
+    max_train_windows: int = 8000
+    max_calibration_windows: int = 4000
+    progress: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSeries:
+    """One stream's normal training data, in time order."""
+
+    channels: tuple[str, ...]
+    timestamps: npt.NDArray[np.float64]
+    values: FloatArray
+
+
+@dataclass(slots=True)
+class GroupModel:
+    """Everything a stream group needs to be scored: window spec, stream profiles, detector."""
+
+    version: str
+    spec: WindowSpec
+    channels: tuple[str, ...]
+    profiles: dict[str, StreamProfile]
+    detector: WindowDetector
+    fit_report: FitReport
+    initial_scores: dict[str, FloatArray] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "spec": {
+                "length": self.spec.length,
+                "hop": self.spec.hop,
+                "lateness_s": self.spec.lateness_s,
+                "max_gap_s": self.spec.max_gap_s,
+            },
+            "channels": list(self.channels),
+            "profiles": {stream: profile.to_json() for stream, profile in self.profiles.items()},
+            "detector": self.detector.metadata(),
+            "fit": {
+                "epochs": self.fit_report.epochs,
+                "train_loss": self.fit_report.train_loss,
+                "validation_loss": self.fit_report.validation_loss,
+                "seconds": self.fit_report.seconds,
+            },
+        }
+
+
+def choose_window(shape: WindowShape, interval_s: float, normalised: FloatArray) -> WindowSpec:
+    """Window length from the data's rhythm unless given; hop a sixteenth of it unless given."""
+    length = shape.length
+    if length is None:
+        lag, height = dominant_period(normalised, max_lag=MAX_AUTO_LENGTH)
+        if height >= _RHYTHM_MIN_HEIGHT and lag > 0:
+            length = int(np.clip(8 * int(np.ceil(2 * lag / 8)), MIN_AUTO_LENGTH, MAX_AUTO_LENGTH))
+        else:
+            length = DEFAULT_LENGTH
+    hop = shape.hop if shape.hop is not None else max(1, length // 16)
+    return WindowSpec(
+        length=length,
+        hop=min(hop, length),
+        lateness_s=shape.lateness_s,
+        max_gap_s=shape.max_gap_intervals * interval_s,
+    )
+
+
+def sliding(values: FloatArray, length: int, stride: int) -> FloatArray:
+    """(N, C) -> (W, length, C) windows every `stride` samples (a copy, safe to modify)."""
+    if len(values) < length:
+        return np.empty((0, length, values.shape[1]), dtype=np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(values, length, axis=0)  # (W, C, length)
+    return np.ascontiguousarray(view[::stride].transpose(0, 2, 1), dtype=np.float32)
+
+
+def train_group(
+    series: Mapping[str, StreamSeries],
+    *,
+    version: str,
+    shape: WindowShape,
+    plan: TrainingPlan,
+    factory: ReconstructorFactory,
+) -> GroupModel:
+    """Fit profiles per stream, pick the window, train one reconstructor for the group, calibrate."""
+    if not series:
+        raise ValueError("no training data")
+    channel_sets = {item.channels for item in series.values()}
+    if len(channel_sets) != 1:
+        raise ValueError(
+            f"a stream group needs the same channels in every stream, got {sorted(channel_sets)}"
+        )
+    channels = next(iter(channel_sets))
+    profiles = {
+        stream: fit_profile(item.channels, item.timestamps, item.values) for stream, item in series.items()
+    }
+    normalised = {
+        stream: profiles[stream].normalise(item.timestamps, item.values) for stream, item in series.items()
+    }
+    first = next(iter(series))
+    spec = choose_window(shape, profiles[first].interval_s, normalised[first])
+    train_parts, held_parts, held_by_stream = _split_windows(normalised, spec.length, plan)
+    train_windows = np.concatenate(train_parts)
+    held_out = np.concatenate(held_parts)
+    if len(train_windows) < 8 or len(held_out) < 4:
+        raise ValueError(
+            f"not enough training data for windows of {spec.length} samples: "
+            f"{len(train_windows)} training and {len(held_out)} held-out windows (need 8 and 4)"
+        )
+    reconstructor = factory(spec.length, len(channels))
+    report = reconstructor.fit(model_input(train_windows), seed=plan.seed, progress=plan.progress)
+    all_windows = np.concatenate([train_windows, held_out])
+    detector = WindowDetector.calibrate(
+        reconstructor, statistics_windows=all_windows, held_out_windows=held_out, version=version
+    )
+    initial = {stream: detector.score(windows).score for stream, windows in held_by_stream.items()}
+    return GroupModel(version, spec, channels, profiles, detector, report, initial)
+
+
+def _split_windows(
+    normalised: Mapping[str, FloatArray], length: int, plan: TrainingPlan
+) -> tuple[list[FloatArray], list[FloatArray], dict[str, FloatArray]]:
+    """Per stream: the earlier part trains, the later part (in time) is held out for calibration."""
+    total = sum(max(0, len(values) - length + 1) for values in normalised.values())
+    train_stride = max(1, int(np.ceil(total * (1 - plan.held_out_share) / plan.max_train_windows)))
+    held_stride = max(1, int(np.ceil(total * plan.held_out_share / plan.max_calibration_windows)))
+    train_parts: list[FloatArray] = []
+    held_parts: list[FloatArray] = []
+    held_by_stream: dict[str, FloatArray] = {}
+    for stream, values in normalised.items():
+        cut = int(len(values) * (1 - plan.held_out_share))
+        train_parts.append(sliding(values[:cut], length, train_stride))
+        # The held-out part starts right after the training part so every held-out window is unseen.
+        held = sliding(values[cut:], length, held_stride)
+        held_parts.append(held)
+        held_by_stream[stream] = held
+    return train_parts, held_parts, held_by_stream

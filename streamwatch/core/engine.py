@@ -1,0 +1,243 @@
+"""The one pipeline: samples -> windows -> batched scoring -> thresholds -> alert lifecycle.
+
+Used unchanged by the offline `detect` path and by the daemon. It owns per-stream state and nothing that
+does I/O: sources feed it samples, sinks receive what `process` returns, and the clock is injected (None
+means event time, which makes offline runs reproducible).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamwatch.core.alerts import AlertConfig, AlertMachine
+from streamwatch.core.bootstrap import GroupModel
+from streamwatch.core.profile import StreamProfile
+from streamwatch.core.thresholds import Threshold, ThresholdConfig, restore_threshold
+from streamwatch.core.windows import RejectedSampleError, Windower
+from streamwatch.records import (
+    AlertEvent,
+    DataQualityEvent,
+    FloatArray,
+    Sample,
+    SourcePosition,
+    Window,
+    WindowScore,
+)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A sample the engine could not use, with the reason (for the dead-letter sink)."""
+
+    sample: Sample
+    reason: str
+    source: SourcePosition | None = None
+
+
+@dataclass(slots=True)
+class EngineOutput:
+    scores: list[WindowScore] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    quality: list[DataQualityEvent] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    unrouted: list[Sample] = field(default_factory=list)
+
+    def extend(self, other: EngineOutput) -> None:
+        self.scores.extend(other.scores)
+        self.alerts.extend(other.alerts)
+        self.quality.extend(other.quality)
+        self.rejected.extend(other.rejected)
+        self.unrouted.extend(other.unrouted)
+
+
+@dataclass(slots=True)
+class _StreamState:
+    group: str
+    profile: StreamProfile
+    windower: Windower
+    threshold: Threshold
+    alerts: AlertMachine
+
+
+class Engine:
+    def __init__(
+        self, *, threshold: ThresholdConfig, alerts: AlertConfig, clock: Clock | None = None
+    ) -> None:
+        self._threshold_config = threshold
+        self._alert_config = alerts
+        self._clock = clock
+        self._models: dict[str, GroupModel] = {}
+        self._streams: dict[str, _StreamState] = {}
+
+    # -- models ------------------------------------------------------------------------------------------
+    def install(self, group: str, model: GroupModel) -> None:
+        """Make `model` live for its streams; existing streams keep their windows and alert state.
+
+        Thresholds are fitted anew on the model's own scores of held-out normal windows, because a new model
+        version scores on its own scale (a swap must cause neither a burst of alerts nor a blind spell).
+        """
+        self._models[group] = model
+        for stream, profile in model.profiles.items():
+            threshold = self._threshold_config.build()
+            threshold.fit(model.initial_scores[stream])
+            state = self._streams.get(stream)
+            if state is None:
+                self._streams[stream] = _StreamState(
+                    group,
+                    profile,
+                    Windower(stream, model.channels, model.spec),
+                    threshold,
+                    AlertMachine(stream, self._alert_config),
+                )
+            else:
+                state.group, state.profile, state.threshold = group, profile, threshold
+
+    def model(self, group: str) -> GroupModel | None:
+        return self._models.get(group)
+
+    def streams(self) -> list[str]:
+        return list(self._streams)
+
+    def warm_up(self, stream: str, timestamps: npt.NDArray[np.float64], values: FloatArray) -> None:
+        """Fill a stream's window with recent history without scoring it, so scoring starts at once."""
+        state = self._streams[stream]
+        tail = state.windower.spec.length - 1
+        state.windower.push_array(timestamps[-tail:], values[-tail:])
+
+    # -- the pipeline ------------------------------------------------------------------------------------
+    def process(self, samples: Iterable[Sample], source: SourcePosition | None = None) -> EngineOutput:
+        """Feed samples (any streams, any order within the allowed lateness); score what closed."""
+        out = EngineOutput()
+        windows: list[Window] = []
+        for sample in samples:
+            state = self._streams.get(sample.stream)
+            if state is None:
+                out.unrouted.append(sample)
+                continue
+            try:
+                produced = state.windower.push(sample.ts, sample.values, source)
+            except RejectedSampleError as rejected:
+                out.rejected.append(Rejection(sample, rejected.reason, source))
+                continue
+            windows.extend(produced.windows)
+            out.quality.extend(produced.quality)
+        self._score(windows, out)
+        return out
+
+    def process_arrays(
+        self, chunks: Iterable[tuple[str, npt.NDArray[np.float64], FloatArray]]
+    ) -> EngineOutput:
+        """Bulk path for in-order data of many streams (files, simulator, benchmarks): one scoring pass for
+        all windows the chunks close; identical results to `process`."""
+        out = EngineOutput()
+        windows: list[Window] = []
+        for stream, timestamps, values in chunks:
+            produced = self._streams[stream].windower.push_array(timestamps, values)
+            windows.extend(produced.windows)
+            out.quality.extend(produced.quality)
+        self._score(windows, out)
+        return out
+
+    def process_array(
+        self, stream: str, timestamps: npt.NDArray[np.float64], values: FloatArray
+    ) -> EngineOutput:
+        """Bulk path for one stream's in-order data."""
+        return self.process_arrays([(stream, timestamps, values)])
+
+    def flush(self) -> EngineOutput:
+        """Release samples held for reordering and score them (end of input, shutdown)."""
+        out = EngineOutput()
+        windows: list[Window] = []
+        for state in self._streams.values():
+            produced = state.windower.flush()
+            windows.extend(produced.windows)
+            out.quality.extend(produced.quality)
+        self._score(windows, out)
+        return out
+
+    def _score(self, windows: list[Window], out: EngineOutput) -> None:
+        if not windows:
+            return
+        by_group: dict[str, list[int]] = defaultdict(list)
+        for index, window in enumerate(windows):
+            by_group[self._streams[window.stream].group].append(index)
+        scores = np.zeros(len(windows), dtype=np.float32)
+        shares: list[Mapping[str, float]] = [{}] * len(windows)
+        versions = [""] * len(windows)
+        for group, indices in by_group.items():
+            model = self._models[group]
+            batch = self._normalised_batch([windows[i] for i in indices])
+            result = model.detector.score(batch)
+            scores[indices] = result.score
+            for row, index in enumerate(indices):
+                shares[index] = _channel_shares(model.channels, result.per_channel[row])
+                versions[index] = model.version
+        for index, window in enumerate(windows):
+            state = self._streams[window.stream]
+            threshold_before = state.threshold.value
+            state.threshold.observe(float(scores[index]))
+            verdict = WindowScore(
+                window.stream,
+                window.seq,
+                window.start,
+                window.end,
+                float(scores[index]),
+                threshold_before,
+                shares[index],
+                versions[index],
+                window.source,
+            )
+            out.scores.append(verdict)
+            now = self._clock() if self._clock is not None else window.end
+            out.alerts.extend(state.alerts.step(verdict, now))
+
+    def _normalised_batch(self, windows: list[Window]) -> FloatArray:
+        batch = np.stack([window.data for window in windows])
+        by_stream: dict[str, list[int]] = defaultdict(list)
+        for index, window in enumerate(windows):
+            by_stream[window.stream].append(index)
+        for stream, indices in by_stream.items():
+            starts = np.asarray([windows[i].start for i in indices], dtype=np.float64)
+            batch[indices] = self._streams[stream].profile.normalise_windows(starts, batch[indices])
+        return batch
+
+    # -- state -------------------------------------------------------------------------------------------
+    def snapshot(self, stream: str) -> dict[str, Any]:
+        """One stream's state (window tail, threshold, alert machine): what the changelog stores."""
+        state = self._streams[stream]
+        return {
+            "group": state.group,
+            "model_version": self._models[state.group].version,
+            "windower": state.windower.snapshot(),
+            "threshold": state.threshold.snapshot(),
+            "alerts": state.alerts.snapshot(),
+        }
+
+    def restore(self, stream: str, snapshot: Mapping[str, Any]) -> None:
+        """Continue a stream from a snapshot; its group's model must be installed first."""
+        group = snapshot["group"]
+        model = self._models[group]
+        state = self._streams.get(stream)
+        profile = model.profiles[stream] if state is None else state.profile
+        self._streams[stream] = _StreamState(
+            group,
+            profile,
+            Windower.restore(stream, model.spec, snapshot["windower"]),
+            restore_threshold(snapshot["threshold"]),
+            AlertMachine.restore(stream, self._alert_config, snapshot["alerts"]),
+        )
+
+
+def _channel_shares(channels: tuple[str, ...], per_channel: FloatArray) -> dict[str, float]:
+    total = float(per_channel.sum())
+    if total <= 0.0:
+        return {name: 1.0 / len(channels) for name in channels}
+    return {name: float(value) / total for name, value in zip(channels, per_channel, strict=True)}

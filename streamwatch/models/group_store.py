@@ -1,0 +1,59 @@
+"""Saving and loading a whole stream-group model: reconstructor weights plus the core's calibration.
+
+The reconstructor goes through the safetensors store; window spec, stream profiles, feature calibration and
+the held-out scores that initialise thresholds travel in the same JSON document as extra metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamwatch.core.bootstrap import GroupModel
+from streamwatch.core.detector import WindowDetector
+from streamwatch.core.profile import StreamProfile
+from streamwatch.core.reconstructor import FitReport
+from streamwatch.core.windows import WindowSpec
+from streamwatch.models.store import ModelFileError, load_model, save_model
+
+
+def save_group_model(path: Path, model: GroupModel) -> None:
+    extra = model.metadata()
+    extra["initial_scores"] = {
+        stream: [round(float(score), 6) for score in scores]
+        for stream, scores in model.initial_scores.items()
+    }
+    save_model(path, model.detector.reconstructor, extra_metadata=extra)
+
+
+def load_group_model(path: Path) -> GroupModel:
+    reconstructor, extra = load_model(path)
+    try:
+        return _rebuild(reconstructor, extra)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}: not a streamwatch group model ({error!r})") from None
+
+
+def _rebuild(reconstructor: Any, extra: dict[str, Any]) -> GroupModel:
+    spec = extra["spec"]
+    fit = extra["fit"]
+    detector = WindowDetector(
+        reconstructor, WindowDetector.calibration_from(extra["detector"]), str(extra["version"])
+    )
+    return GroupModel(
+        version=str(extra["version"]),
+        spec=WindowSpec(
+            int(spec["length"]), int(spec["hop"]), float(spec["lateness_s"]), float(spec["max_gap_s"])
+        ),
+        channels=tuple(extra["channels"]),
+        profiles={stream: StreamProfile.from_json(item) for stream, item in extra["profiles"].items()},
+        detector=detector,
+        fit_report=FitReport(
+            int(fit["epochs"]), float(fit["train_loss"]), float(fit["validation_loss"]), float(fit["seconds"])
+        ),
+        initial_scores={
+            stream: np.asarray(scores, dtype=np.float32) for stream, scores in extra["initial_scores"].items()
+        },
+    )

@@ -1,0 +1,187 @@
+"""The offline path: train on a file's normal prefix, run the daemon's engine over the rest.
+
+`detect` is the live pipeline replayed in event time, so what it finds on a recording is what the daemon
+would have alerted on.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+
+from streamwatch.codecs import CsvFrame, LogCountConfig, count_log_lines, read_csv
+from streamwatch.config import DetectorConfig, StreamwatchConfig
+from streamwatch.core.bootstrap import GroupModel, StreamSeries, train_group
+from streamwatch.core.engine import Engine, EngineOutput
+from streamwatch.core.reconstructor import Reconstructor
+from streamwatch.io.sinks import JsonlSink
+from streamwatch.records import AlertEvent, FloatArray, WindowScore, iso_utc, parse_iso_utc
+
+# Scoring in chunks bounds memory on long recordings (a day of 360 Hz ECG is 31M samples).
+_CHUNK_SAMPLES = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Where training ends: an event time, or a share of the rows."""
+
+    until: float | None = None
+    fraction: float | None = None
+
+    def index(self, timestamps: npt.NDArray[np.float64]) -> int:
+        if self.until is not None:
+            return int(np.searchsorted(timestamps, self.until, side="right"))
+        fraction = 0.3 if self.fraction is None else self.fraction
+        return int(len(timestamps) * fraction)
+
+    @classmethod
+    def parse(cls, until: str | None, fraction: float | None) -> Split:
+        if until is not None and fraction is not None:
+            raise ValueError("give --train-until or --train-fraction, not both")
+        if fraction is not None and not 0.0 < fraction < 1.0:
+            raise ValueError(f"--train-fraction must be between 0 and 1 (exclusive), got {fraction}")
+        if until is None:
+            return cls(fraction=fraction)
+        try:
+            return cls(until=float(until))
+        except ValueError:
+            return cls(until=parse_iso_utc(until))
+
+
+@dataclass(slots=True)
+class DetectResult:
+    model: GroupModel
+    alerts: list[AlertEvent]
+    scores: list[WindowScore]
+    train_rows: int
+    scored_rows: int
+
+
+def reconstructor_factory(detector: DetectorConfig) -> Callable[[int, int], Reconstructor]:
+    """Build reconstructors of the configured kind; torch is imported only when a torch kind is used."""
+    from streamwatch.models import build_reconstructor
+
+    training = detector.training
+    hyper: dict[str, float | int] = {}
+    if detector.model != "pca":
+        from streamwatch.models import configure_torch
+
+        configure_torch(detector.torch_threads)
+        hyper = {"max_epochs": training.max_epochs, "max_seconds": training.max_seconds}
+
+    def build(length: int, channels: int) -> Reconstructor:
+        return build_reconstructor(detector.model, length=length, channels=channels, **hyper)
+
+    return build
+
+
+def load_frame(path: Path, *, fmt: str, stream: str, log_interval_s: float = 60.0) -> CsvFrame:
+    """A file as one stream: CSV as is, a log file turned into per-interval counts by level."""
+    if fmt == "csv":
+        return read_csv(path, stream=stream)
+    if fmt == "log":
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            samples, _errors = count_log_lines(
+                lines, LogCountConfig(stream=stream, interval_s=log_interval_s)
+            )
+        if not samples:
+            raise ValueError(f"{path}: no timestamped log lines found")
+        channels = tuple(samples[0].values)
+        timestamps = np.asarray([sample.ts for sample in samples], dtype=np.float64)
+        values = np.asarray([[sample.values[c] for c in channels] for sample in samples], dtype=np.float32)
+        return CsvFrame(stream, timestamps, channels, values)
+    raise ValueError(f"unknown format {fmt!r}; use csv or log")
+
+
+def train_on_prefix(
+    frame: CsvFrame, split: Split, config: StreamwatchConfig, *, progress: bool, version: int = 1
+) -> tuple[GroupModel, int]:
+    cut = split.index(frame.timestamps)
+    if cut < 2:
+        raise ValueError("the training prefix is empty: move --train-until later or raise --train-fraction")
+    series = StreamSeries(frame.channels, frame.timestamps[:cut], frame.values[:cut])
+    model = train_group(
+        {frame.stream: series},
+        version=f"{config.detector.model}@{version}",
+        shape=config.detector.window.shape(),
+        plan=config.detector.training.plan(progress=progress),
+        factory=reconstructor_factory(config.detector),
+    )
+    return model, cut
+
+
+def detect(
+    frame: CsvFrame, split: Split, config: StreamwatchConfig, *, progress: bool = False
+) -> DetectResult:
+    model, cut = train_on_prefix(frame, split, config, progress=progress)
+    return run_engine(frame, cut, model, config)
+
+
+def detect_with_model(
+    frame: CsvFrame, split: Split, config: StreamwatchConfig, model_path: Path
+) -> DetectResult:
+    """Score a file with a saved model; the prefix only warms the windows up (it is not trained on)."""
+    from streamwatch.models.group_store import load_group_model
+
+    model = load_group_model(model_path)
+    if model.channels != frame.channels:
+        raise ValueError(
+            f"{model_path} expects channels {list(model.channels)}, the file has {list(frame.channels)}"
+        )
+    if frame.stream not in model.profiles:
+        # One file = one stream: a model trained on another file's stream is applied to this one.
+        only = next(iter(model.profiles))
+        model.profiles[frame.stream] = model.profiles.pop(only)
+        model.initial_scores[frame.stream] = model.initial_scores.pop(only)
+    return run_engine(frame, split.index(frame.timestamps), model, config)
+
+
+def run_engine(frame: CsvFrame, cut: int, model: GroupModel, config: StreamwatchConfig) -> DetectResult:
+    """The daemon's engine over rows from `cut` on, with the rows before it warming the windows up."""
+    engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build())
+    engine.install("file", model)
+    engine.warm_up(frame.stream, frame.timestamps[:cut], frame.values[:cut])
+    result = DetectResult(model, [], [], cut, len(frame.timestamps) - cut)
+    for out in _run_in_chunks(engine, frame.stream, frame.timestamps[cut:], frame.values[cut:]):
+        result.alerts.extend(out.alerts)
+        result.scores.extend(out.scores)
+    return result
+
+
+def _run_in_chunks(
+    engine: Engine, stream: str, timestamps: npt.NDArray[np.float64], values: FloatArray
+) -> Iterator[EngineOutput]:
+    for begin in range(0, len(timestamps), _CHUNK_SAMPLES):
+        end = begin + _CHUNK_SAMPLES
+        yield engine.process_array(stream, timestamps[begin:end], values[begin:end])
+    yield engine.flush()
+
+
+def write_alerts(path: Path, alerts: list[AlertEvent]) -> None:
+    if path.exists():
+        path.unlink()
+    sink = JsonlSink(path)
+    sink.emit(alerts, [])
+    sink.close()
+
+
+def write_scores(target: IO[str], scores: list[WindowScore]) -> None:
+    writer = csv.writer(target)
+    writer.writerow(["window_start", "window_end", "score", "threshold", "exceeds", "model_version"])
+    for item in scores:
+        writer.writerow(
+            [
+                iso_utc(item.start),
+                iso_utc(item.end),
+                f"{item.score:.6g}",
+                f"{item.threshold:.6g}",
+                int(item.exceeds),
+                item.model_version,
+            ]
+        )

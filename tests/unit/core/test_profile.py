@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+
+from streamwatch.core.profile import (
+    DAY_S,
+    StreamProfile,
+    dominant_period,
+    fit_profile,
+    robust_scale,
+    sampling_interval,
+)
+
+
+def test_sampling_interval_ignores_gaps_and_duplicates() -> None:
+    times = np.array([0, 1, 2, 2, 3, 50, 51, 52], dtype=np.float64)
+    assert sampling_interval(times) == 1.0
+
+
+def test_dominant_period_finds_rhythm_and_not_noise() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(4000)
+    periodic = (np.sin(2 * np.pi * t / 37) + 0.2 * rng.normal(size=t.size)).astype(np.float32)[:, None]
+    lag, height = dominant_period(periodic)
+    assert abs(lag - 37) <= 1 and height > 0.5
+    _, noise_height = dominant_period(rng.normal(size=(4000, 1)).astype(np.float32))
+    assert noise_height < 0.2
+
+
+def test_robust_scale_survives_outliers_and_constant_channels() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(10, 2, size=(5000, 3)).astype(np.float32)
+    values[:, 1] = 0.0
+    values[::50, 1] = 1.0  # a rare-event count: MAD is zero, std is not
+    values[:, 2] = 5.0  # constant
+    values[0, 0] = 1e6  # one wild outlier
+    scale = robust_scale(values)
+    assert 1.8 < scale[0] < 2.2
+    assert 0.1 < scale[1] < 0.2
+    assert scale[2] == 1.0
+
+
+def test_daily_seasonality_is_removed_when_it_matters() -> None:
+    rng = np.random.default_rng(0)
+    times = np.arange(0, 4 * DAY_S, 60.0)
+    daily = 20 * np.sin(2 * np.pi * times / DAY_S)
+    values = (50 + daily + rng.normal(0, 1, times.size)).astype(np.float32)[:, None]
+    profile = fit_profile(("cpu",), times, values)
+    assert profile.seasonality is not None and profile.seasonality.period_s == DAY_S
+    normalised = profile.normalise(times, values)
+    assert np.std(normalised) < 2.0  # only the noise is left, in robust units
+    flat = fit_profile(("cpu",), times, (50 + rng.normal(0, 1, times.size)).astype(np.float32)[:, None])
+    assert flat.seasonality is None
+
+
+def test_profile_json_round_trip_and_window_normalisation_agree() -> None:
+    rng = np.random.default_rng(3)
+    times = np.arange(0, 3 * DAY_S, 300.0)
+    values = np.stack([np.sin(2 * np.pi * times / DAY_S) * 5, rng.normal(size=times.size)], axis=1).astype(
+        np.float32
+    )
+    profile = fit_profile(("a", "b"), times, values)
+    again = StreamProfile.from_json(profile.to_json())
+    assert np.allclose(again.normalise(times, values), profile.normalise(times, values))
+    windows = np.stack([values[i : i + 10] for i in range(0, 100, 10)])
+    starts = times[0:100:10]
+    by_window = profile.normalise_windows(starts, windows)
+    direct = profile.normalise(times[:100], values[:100]).reshape(10, 10, 2)
+    assert np.allclose(by_window, direct, atol=1e-5)

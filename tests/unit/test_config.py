@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamwatch.config import ConfigError, StreamwatchConfig, load_config, parse_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
+
+
+def test_example_config_is_valid_and_is_the_embedded_default() -> None:
+    config = load_config(EXAMPLE)
+    assert config.source.kind == "simulate"
+    assert config.source == StreamwatchConfig().source
+    assert config.detector == StreamwatchConfig().detector
+    assert config.threshold_config().kind == "pot"
+
+
+def test_empty_mapping_gives_the_defaults() -> None:
+    assert parse_config({}) == StreamwatchConfig()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"detector": {"model": "cnn"}},
+            "detector.model: Input should be 'conv', 'lstm' or 'pca' (got 'cnn')",
+        ),
+        ({"detector": {"modle": "conv"}}, "detector.modle: unknown key; remove it or check its spelling"),
+        ({"alerts": {"for_windows": 0}}, "alerts.for_windows: Input should be greater than or equal to 1"),
+        ({"threshold": {"kind": "pot", "risk": 2}}, "threshold: risk"),
+        ({"threshold": {"kind": "magic"}}, "threshold: "),
+        (
+            {"source": {"kind": "simulate", "streams": [{"id": "x", "domain": "moon"}]}},
+            "unknown domain 'moon'",
+        ),
+        ({"source": {"kind": "carrier-pigeon"}}, "source: Input tag 'carrier-pigeon' found using 'kind'"),
+        ({"sinks": [{"kind": "jsonl"}]}, "sinks.0.path: required key is missing"),
+    ],
+)
+def test_config_errors_name_the_key_and_the_fix(data: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data)
+    assert expected in str(raised.value)
+
+
+def test_environment_variables_expand_and_missing_ones_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SW_ALERTS", "/tmp/a.jsonl")
+    config = parse_config({"sinks": [{"kind": "jsonl", "path": "${SW_ALERTS}"}, {"kind": "stdout"}]})
+    assert str(config.sinks[0].path) == "/tmp/a.jsonl"  # type: ignore[union-attr]
+    defaulted = parse_config({"dead_letter": {"path": "${SW_NOPE:-dl.jsonl}"}})
+    assert str(defaulted.dead_letter.path) == "dl.jsonl"
+    with pytest.raises(ConfigError, match=r"dead_letter\.path: environment variable SW_NOPE is not set"):
+        parse_config({"dead_letter": {"path": "${SW_NOPE}"}})
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("detector: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        load_config(listed)
