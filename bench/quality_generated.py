@@ -23,8 +23,15 @@ def main() -> None:
     parser.add_argument("--model", default="conv", choices=("conv", "lstm", "pca"))
     parser.add_argument("--domains", default=",".join(SCENARIO_SAMPLES))
     parser.add_argument("--severity", type=float, default=1.0)
+    parser.add_argument(
+        "--threshold", help="threshold as KIND or KIND:FLOOR (default: the configuration's default)"
+    )
     args = parser.parse_args()
     config = StreamwatchConfig(detector=DetectorConfig(model=args.model))
+    if args.threshold:
+        kind, _, floor = args.threshold.partition(":")
+        rule: dict[str, object] = {"kind": kind} | ({"floor": float(floor)} if floor else {})
+        config = config.model_copy(update={"threshold": rule})
     results: list[ScenarioResult] = []
     started = time.perf_counter()
     for domain in args.domains.split(","):

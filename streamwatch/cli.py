@@ -15,9 +15,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from streamwatch import __version__
 from streamwatch.config import ConfigError, StreamwatchConfig, load_config
+
+if TYPE_CHECKING:
+    from streamwatch.codecs import DecodeError
 
 log = logging.getLogger("streamwatch")
 
@@ -66,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--alerts", type=Path, required=True, help="write alert events here (JSON lines)")
     detect.add_argument("--scores", type=Path, help="write per-window scores here (CSV)")
     detect.add_argument("--model", type=Path, help="use this trained model instead of training on the prefix")
+    detect.add_argument(
+        "--dead-letter",
+        type=Path,
+        help="where unusable input lines go with their reasons (default: ALERTS with .deadletter.jsonl)",
+    )
     detect.set_defaults(handler=_detect)
 
     train = verbs.add_parser(
@@ -101,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--start", default="2026-01-01T00:00:00Z", help="time of the first sample")
     generate.add_argument("--out", type=Path, required=True, help="CSV to write")
+    generate.add_argument(
+        "--log-lines",
+        action="store_true",
+        help="logs domain only: write raw application log lines (for detect --format log) instead of a CSV",
+    )
     generate.add_argument("--labels", type=Path, help="labels JSON to write (default: OUT with .labels.json)")
     generate.set_defaults(handler=_generate)
 
@@ -136,7 +150,9 @@ def _detect(args: argparse.Namespace) -> int:
     from streamwatch.offline import Split, detect, detect_with_model, load_frame, write_alerts, write_scores
 
     config = _config(args.config)
-    frame = load_frame(args.file, fmt=args.format, stream=args.stream or args.file.stem)
+    frame, errors = load_frame(args.file, fmt=args.format, stream=args.stream or args.file.stem)
+    if errors:
+        _dead_letter(errors, args.dead_letter or args.alerts.with_suffix(".deadletter.jsonl"))
     split = Split.parse(args.train_until, args.train_fraction)
     started = time.perf_counter()
     if args.model is not None:
@@ -165,12 +181,24 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letter(errors: Sequence[DecodeError], path: Path) -> None:
+    from streamwatch.io.sinks import DeadLetterFile
+
+    dead = DeadLetterFile(path)
+    for error in errors:
+        dead.put(error.raw, error.reason)
+    dead.close()
+    log.warning("%d unusable input lines written to %s (first: %s)", len(errors), path, errors[0].reason)
+
+
 def _train(args: argparse.Namespace) -> int:
     from streamwatch.models.group_store import save_group_model
     from streamwatch.offline import Split, load_frame, train_on_prefix
 
     config = _config(args.config)
-    frame = load_frame(args.file, fmt=args.format, stream=args.stream or args.file.stem)
+    frame, errors = load_frame(args.file, fmt=args.format, stream=args.stream or args.file.stem)
+    if errors:
+        log.warning("%s: %d unusable lines skipped (first: %s)", args.file, len(errors), errors[0].reason)
     model, cut = train_on_prefix(
         frame, Split.parse(args.train_until, args.train_fraction), config, progress=args.progress
     )
@@ -216,7 +244,15 @@ def _generate(args: argparse.Namespace) -> int:
         protect_prefix=protect,
     )
     labels_path = args.labels or args.out.with_suffix(".labels.json")
-    write_csv(args.out, series)
+    if args.log_lines:
+        from streamwatch.generate.logs import render_log_lines
+
+        if args.domain != "logs":
+            raise ValueError("--log-lines renders the logs domain; use --domain logs")
+        with args.out.open("w", encoding="utf-8") as target:
+            target.writelines(line + "\n" for line in render_log_lines(series, rng))
+    else:
+        write_csv(args.out, series)
     write_labels(labels_path, labels)
     log.info("wrote %s (%d samples, %d anomalies) and %s", args.out, args.samples, len(labels), labels_path)
     return 0

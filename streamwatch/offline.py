@@ -15,7 +15,7 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
-from streamwatch.codecs import CsvFrame, LogCountConfig, count_log_lines, read_csv
+from streamwatch.codecs import CsvFrame, DecodeError, LogCountConfig, count_log_lines, read_csv
 from streamwatch.config import DetectorConfig, StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, train_group
 from streamwatch.core.engine import Engine, EngineOutput
@@ -81,21 +81,23 @@ def reconstructor_factory(detector: DetectorConfig) -> Callable[[int, int], Reco
     return build
 
 
-def load_frame(path: Path, *, fmt: str, stream: str, log_interval_s: float = 60.0) -> CsvFrame:
-    """A file as one stream: CSV as is, a log file turned into per-interval counts by level."""
+def load_frame(
+    path: Path, *, fmt: str, stream: str, log_interval_s: float = 60.0
+) -> tuple[CsvFrame, list[DecodeError]]:
+    """A file as one stream: CSV as is (strict: a bad cell is an error naming line and column), a log file
+    turned into per-interval counts by level. Log lines that cannot be used come back as errors, for the
+    dead-letter file, rather than vanishing."""
     if fmt == "csv":
-        return read_csv(path, stream=stream)
+        return read_csv(path, stream=stream), []
     if fmt == "log":
-        with path.open(encoding="utf-8", errors="replace") as lines:
-            samples, _errors = count_log_lines(
-                lines, LogCountConfig(stream=stream, interval_s=log_interval_s)
-            )
+        with path.open(encoding="utf-8", errors="surrogateescape") as lines:
+            samples, errors = count_log_lines(lines, LogCountConfig(stream=stream, interval_s=log_interval_s))
         if not samples:
             raise ValueError(f"{path}: no timestamped log lines found")
         channels = tuple(samples[0].values)
         timestamps = np.asarray([sample.ts for sample in samples], dtype=np.float64)
         values = np.asarray([[sample.values[c] for c in channels] for sample in samples], dtype=np.float32)
-        return CsvFrame(stream, timestamps, channels, values)
+        return CsvFrame(stream, timestamps, channels, values), errors
     raise ValueError(f"unknown format {fmt!r}; use csv or log")
 
 
@@ -139,6 +141,7 @@ def detect_with_model(
         only = next(iter(model.profiles))
         model.profiles[frame.stream] = model.profiles.pop(only)
         model.initial_scores[frame.stream] = model.initial_scores.pop(only)
+        model.level_references[frame.stream] = model.level_references.pop(only)
     return run_engine(frame, split.index(frame.timestamps), model, config)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamwatch.core.detector import WindowDetector, model_input
+from streamwatch.core.level import follow, step_weight
 from streamwatch.core.profile import StreamProfile, dominant_period, fit_profile
 from streamwatch.core.reconstructor import FitReport, Reconstructor
 from streamwatch.core.windows import WindowSpec
@@ -26,8 +27,11 @@ ReconstructorFactory = Callable[[int, int], Reconstructor]
 MIN_AUTO_LENGTH = 32
 MAX_AUTO_LENGTH = 512
 DEFAULT_LENGTH = 64
-# A rhythm counts when its autocorrelation peak reaches this height.
+# A rhythm counts when its autocorrelation peak reaches this height and one cycle lasts at most this long:
+# windows are for fast cycles (heartbeats, rotations, pump strokes); daily and weekly cycles are removed by
+# the stream profile's seasonality instead, so they never stretch a window to hours.
 _RHYTHM_MIN_HEIGHT = 0.25
+_RHYTHM_MAX_CYCLE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,8 @@ class GroupModel:
     detector: WindowDetector
     fit_report: FitReport
     initial_scores: dict[str, FloatArray] = field(default_factory=dict)
+    # Where each stream's level reference stands at the end of training (normalised units, per channel).
+    level_references: dict[str, FloatArray] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -96,7 +102,7 @@ def choose_window(shape: WindowShape, interval_s: float, normalised: FloatArray)
     length = shape.length
     if length is None:
         lag, height = dominant_period(normalised, max_lag=MAX_AUTO_LENGTH)
-        if height >= _RHYTHM_MIN_HEIGHT and lag > 0:
+        if height >= _RHYTHM_MIN_HEIGHT and 0 < lag * interval_s <= _RHYTHM_MAX_CYCLE_S:
             length = int(np.clip(8 * int(np.ceil(2 * lag / 8)), MIN_AUTO_LENGTH, MAX_AUTO_LENGTH))
         else:
             length = DEFAULT_LENGTH
@@ -142,9 +148,9 @@ def train_group(
     }
     first = next(iter(series))
     spec = choose_window(shape, profiles[first].interval_s, normalised[first])
-    train_parts, held_parts, held_by_stream = _split_windows(normalised, spec.length, plan)
-    train_windows = np.concatenate(train_parts)
-    held_out = np.concatenate(held_parts)
+    split = _split_windows(normalised, spec, plan)
+    train_windows = np.concatenate(split.train)
+    held_out = np.concatenate(split.held)
     if len(train_windows) < 8 or len(held_out) < 4:
         raise ValueError(
             f"not enough training data for windows of {spec.length} samples: "
@@ -152,29 +158,46 @@ def train_group(
         )
     reconstructor = factory(spec.length, len(channels))
     report = reconstructor.fit(model_input(train_windows), seed=plan.seed, progress=plan.progress)
-    all_windows = np.concatenate([train_windows, held_out])
     detector = WindowDetector.calibrate(
-        reconstructor, statistics_windows=all_windows, held_out_windows=held_out, version=version
+        reconstructor,
+        statistics_windows=np.concatenate([train_windows, held_out]),
+        held_out_windows=held_out,
+        version=version,
     )
-    initial = {stream: detector.score(windows).score for stream, windows in held_by_stream.items()}
-    return GroupModel(version, spec, channels, profiles, detector, report, initial)
+    initial = {stream: detector.score(windows).score for stream, windows in split.held_by_stream.items()}
+    return GroupModel(version, spec, channels, profiles, detector, report, initial, split.references)
 
 
-def _split_windows(
-    normalised: Mapping[str, FloatArray], length: int, plan: TrainingPlan
-) -> tuple[list[FloatArray], list[FloatArray], dict[str, FloatArray]]:
-    """Per stream: the earlier part trains, the later part (in time) is held out for calibration."""
+@dataclass(slots=True)
+class _Split:
+    train: list[FloatArray]
+    held: list[FloatArray]
+    held_by_stream: dict[str, FloatArray]
+    references: dict[str, FloatArray]
+
+
+def _split_windows(normalised: Mapping[str, FloatArray], spec: WindowSpec, plan: TrainingPlan) -> _Split:
+    """Per stream: the earlier part trains, the later part (in time) is held out for calibration.
+
+    Every window is made relative to the stream's level reference as it would have stood then (following
+    the windows in time order), so the level evidence is calibrated exactly as it is judged live.
+    """
+    length = spec.length
     total = sum(max(0, len(values) - length + 1) for values in normalised.values())
     train_stride = max(1, int(np.ceil(total * (1 - plan.held_out_share) / plan.max_train_windows)))
     held_stride = max(1, int(np.ceil(total * plan.held_out_share / plan.max_calibration_windows)))
-    train_parts: list[FloatArray] = []
-    held_parts: list[FloatArray] = []
-    held_by_stream: dict[str, FloatArray] = {}
+    split = _Split([], [], {}, {})
     for stream, values in normalised.items():
         cut = int(len(values) * (1 - plan.held_out_share))
-        train_parts.append(sliding(values[:cut], length, train_stride))
+        train = sliding(values[:cut], length, train_stride)
         # The held-out part starts right after the training part so every held-out window is unseen.
         held = sliding(values[cut:], length, held_stride)
-        held_parts.append(held)
-        held_by_stream[stream] = held
-    return train_parts, held_parts, held_by_stream
+        start = np.zeros(values.shape[1], dtype=np.float32)
+        train_refs, after_train = follow(train.mean(axis=1), start, step_weight(spec.hop, train_stride))
+        held_refs, final = follow(held.mean(axis=1), after_train, step_weight(spec.hop, held_stride))
+        split.train.append(train - train_refs[:, None, :])
+        held_relative = held - held_refs[:, None, :]
+        split.held.append(held_relative)
+        split.held_by_stream[stream] = held_relative
+        split.references[stream] = final
+    return split

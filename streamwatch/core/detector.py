@@ -72,9 +72,22 @@ class WindowDetector:
         return cls(reconstructor, FeatureCalibration.fit(stats), version)
 
     def score(self, windows: FloatArray) -> DetectorOutput:
-        """Normalised windows (B, L, C) -> window scores (B,) and per-channel scores (B, C)."""
+        """Normalised windows (B, L, C), already relative to their level references -> window scores (B,)
+        and per-channel scores (B, C)."""
         per_channel = self.calibration.surprise(evidence(self.reconstructor, windows))
         return DetectorOutput(per_channel.max(axis=1).astype(np.float32), per_channel)
+
+    def score_parts(self, windows: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The batched part of scoring: per-channel surprise of every kind but level (B, C), and each
+        window's mean level (B, C). The level is judged window by window against a reference that moves
+        with each verdict (see `level_surprise`), which cannot be batched."""
+        found = evidence(self.reconstructor, windows)
+        means = found.pop("level")
+        return self.calibration.surprise(found), means
+
+    def level_surprise(self, deviation: FloatArray) -> FloatArray:
+        """Calibrated surprise of a level deviation from the stream's reference, per channel."""
+        return self.calibration.surprise_of("level", deviation)
 
     def metadata(self) -> dict[str, Any]:
         return {"version": self.version, "calibration": self.calibration.to_json()}

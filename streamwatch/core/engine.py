@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from streamwatch.core.alerts import AlertConfig, AlertMachine
 from streamwatch.core.bootstrap import GroupModel
+from streamwatch.core.level import step_weight
 from streamwatch.core.profile import StreamProfile
 from streamwatch.core.thresholds import Threshold, ThresholdConfig, restore_threshold
 from streamwatch.core.windows import RejectedSampleError, Windower
@@ -65,6 +66,8 @@ class _StreamState:
     windower: Windower
     threshold: Threshold
     alerts: AlertMachine
+    level: FloatArray  # the stream's level reference (see core.level)
+    level_weight: float
 
 
 class Engine:
@@ -88,6 +91,8 @@ class Engine:
         for stream, profile in model.profiles.items():
             threshold = self._threshold_config.build()
             threshold.fit(model.initial_scores[stream])
+            level = model.level_references[stream].copy()
+            weight = step_weight(model.spec.hop)
             state = self._streams.get(stream)
             if state is None:
                 self._streams[stream] = _StreamState(
@@ -96,9 +101,12 @@ class Engine:
                     Windower(stream, model.channels, model.spec),
                     threshold,
                     AlertMachine(stream, self._alert_config),
+                    level,
+                    weight,
                 )
             else:
                 state.group, state.profile, state.threshold = group, profile, threshold
+                state.level, state.level_weight = level, weight
 
     def model(self, group: str) -> GroupModel | None:
         return self._models.get(group)
@@ -117,6 +125,17 @@ class Engine:
         """Feed samples (any streams, any order within the allowed lateness); score what closed."""
         out = EngineOutput()
         windows: list[Window] = []
+        self._push_samples(samples, source, windows, out)
+        self._score(windows, out)
+        return out
+
+    def _push_samples(
+        self,
+        samples: Iterable[Sample],
+        source: SourcePosition | None,
+        windows: list[Window],
+        out: EngineOutput,
+    ) -> None:
         for sample in samples:
             state = self._streams.get(sample.stream)
             if state is None:
@@ -129,8 +148,6 @@ class Engine:
                 continue
             windows.extend(produced.windows)
             out.quality.extend(produced.quality)
-        self._score(windows, out)
-        return out
 
     def process_arrays(
         self, chunks: Iterable[tuple[str, npt.NDArray[np.float64], FloatArray]]
@@ -140,11 +157,28 @@ class Engine:
         out = EngineOutput()
         windows: list[Window] = []
         for stream, timestamps, values in chunks:
-            produced = self._streams[stream].windower.push_array(timestamps, values)
+            state = self._streams[stream]
+            try:
+                produced = state.windower.push_array(timestamps, values)
+            except RejectedSampleError:
+                # Something in the chunk is unusable: go row by row so only the bad samples are rejected,
+                # each with its own reason, and the rest is scored as usual.
+                rows = self._rows(stream, state.windower.channels, timestamps, values)
+                self._push_samples(rows, None, windows, out)
+                continue
             windows.extend(produced.windows)
             out.quality.extend(produced.quality)
         self._score(windows, out)
         return out
+
+    @staticmethod
+    def _rows(
+        stream: str, channels: tuple[str, ...], timestamps: npt.NDArray[np.float64], values: FloatArray
+    ) -> list[Sample]:
+        return [
+            Sample(stream, float(ts), dict(zip(channels, (float(v) for v in row), strict=True)))
+            for ts, row in zip(timestamps, values, strict=True)
+        ]
 
     def process_array(
         self, stream: str, timestamps: npt.NDArray[np.float64], values: FloatArray
@@ -164,35 +198,41 @@ class Engine:
         return out
 
     def _score(self, windows: list[Window], out: EngineOutput) -> None:
+        """Score closed windows: the heavy part batched per group, then each window in order per stream
+        (level against the moving reference, threshold, alert machine)."""
         if not windows:
             return
         by_group: dict[str, list[int]] = defaultdict(list)
         for index, window in enumerate(windows):
             by_group[self._streams[window.stream].group].append(index)
-        scores = np.zeros(len(windows), dtype=np.float32)
-        shares: list[Mapping[str, float]] = [{}] * len(windows)
-        versions = [""] * len(windows)
+        channels_of: list[FloatArray] = [np.empty(0, dtype=np.float32)] * len(windows)
+        means_of: list[FloatArray] = [np.empty(0, dtype=np.float32)] * len(windows)
         for group, indices in by_group.items():
-            model = self._models[group]
-            batch = self._normalised_batch([windows[i] for i in indices])
-            result = model.detector.score(batch)
-            scores[indices] = result.score
+            others, means = self._models[group].detector.score_parts(
+                self._normalised_batch([windows[i] for i in indices])
+            )
             for row, index in enumerate(indices):
-                shares[index] = _channel_shares(model.channels, result.per_channel[row])
-                versions[index] = model.version
+                channels_of[index] = others[row]
+                means_of[index] = means[row]
         for index, window in enumerate(windows):
             state = self._streams[window.stream]
+            model = self._models[state.group]
+            per_channel = np.maximum(
+                channels_of[index], model.detector.level_surprise(means_of[index] - state.level)
+            )
+            score = float(per_channel.max())
             threshold_before = state.threshold.value
-            state.threshold.observe(float(scores[index]))
+            if not state.threshold.observe(score):
+                state.level += state.level_weight * (means_of[index] - state.level)
             verdict = WindowScore(
                 window.stream,
                 window.seq,
                 window.start,
                 window.end,
-                float(scores[index]),
+                score,
                 threshold_before,
-                shares[index],
-                versions[index],
+                _channel_shares(model.channels, per_channel),
+                model.version,
                 window.source,
             )
             out.scores.append(verdict)
@@ -219,6 +259,7 @@ class Engine:
             "windower": state.windower.snapshot(),
             "threshold": state.threshold.snapshot(),
             "alerts": state.alerts.snapshot(),
+            "level": state.level.tolist(),
         }
 
     def restore(self, stream: str, snapshot: Mapping[str, Any]) -> None:
@@ -233,6 +274,8 @@ class Engine:
             Windower.restore(stream, model.spec, snapshot["windower"]),
             restore_threshold(snapshot["threshold"]),
             AlertMachine.restore(stream, self._alert_config, snapshot["alerts"]),
+            np.asarray(snapshot["level"], dtype=np.float32),
+            step_weight(model.spec.hop),
         )
 
 

@@ -25,8 +25,8 @@ Side = Literal["high", "both"]
 # into an infinite score.
 FEATURES: Mapping[str, tuple[Side, float]] = {
     "recon_mse": ("high", 0.02),  # shape/relations the autoencoder cannot reproduce
-    "recon_peak": ("high", 0.25),  # a short spike drowns in a mean error but not in the largest one
-    "level": ("both", 0.25),  # window mean after seasonal adjustment: shifts, drifts, dropouts
+    "recon_peak": ("high", 1.0),  # a short spike drowns in a mean error but not in the largest one
+    "level": ("both", 1.0),  # window mean against the level reference: shifts, drifts, dropouts
     "spread": ("both", 0.05),  # log of within-window standard deviation: bursts (high), flatlines (low)
     "roughness": ("both", 0.05),  # log mean absolute step: noise character, stuck sensors
     "stuck": ("high", 0.05),  # share of exactly repeated values: a frozen sensor
@@ -87,15 +87,20 @@ class FeatureCalibration:
         """(B, C) largest calibrated evidence per window and channel (0 = typical, 1 = rare in normal)."""
         result: FloatArray | None = None
         for name, values in evidence.items():
-            side, _ = FEATURES[name]
-            deviation = values - self.median[name]
-            scaled = np.maximum(deviation / self.upper[name], 0.0)
-            if side == "both":
-                scaled = np.maximum(scaled, -deviation / self.lower[name])
+            scaled = self.surprise_of(name, values)
             result = scaled if result is None else np.maximum(result, scaled)
         if result is None:
             raise ValueError("no evidence to calibrate")
-        return result.astype(np.float32)
+        return result
+
+    def surprise_of(self, name: str, values: FloatArray) -> FloatArray:
+        """Calibrated evidence of one kind, same shape as `values` (trailing axis = channels)."""
+        side, _ = FEATURES[name]
+        deviation = values - self.median[name]
+        scaled = np.maximum(deviation / self.upper[name], 0.0)
+        if side == "both":
+            scaled = np.maximum(scaled, -deviation / self.lower[name])
+        return scaled.astype(np.float32)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -37,9 +37,20 @@ def sampling_interval(timestamps: npt.NDArray[np.float64]) -> float:
 
 def dominant_period(values: FloatArray, *, min_lag: int = 4, max_lag: int = 512) -> tuple[int, float]:
     """The lag (in samples) of the strongest autocorrelation peak of the first channel, and its height
-    (0 when there is none). FFT-based, so cheap on long training prefixes."""
+    (0 when there is none).
+
+    Looks at the level and at the envelope of its changes (absolute first differences, lightly smoothed)
+    and keeps the clearer peak: a spiky rhythm with beat-to-beat variability (an ECG) or slow wander under
+    it shows far better in the envelope, a smooth cycle in the level. FFT-based, so cheap on long prefixes.
+    """
     series = values[:, 0].astype(np.float64) if values.ndim == 2 else values.astype(np.float64)
-    return _acf_peak(series, min_lag=min_lag, max_lag=min(max_lag, len(series) // 3))
+    envelope = np.convolve(np.abs(np.diff(series)), np.ones(3) / 3.0, mode="same")
+    best = (0, 0.0)
+    for candidate in (series, envelope):
+        found = _acf_peak(candidate, min_lag=min_lag, max_lag=min(max_lag, len(candidate) // 3))
+        if found[1] > best[1]:
+            best = found
+    return best
 
 
 def _acf_peak(series: npt.NDArray[np.float64], *, min_lag: int, max_lag: int) -> tuple[int, float]:
@@ -89,10 +100,14 @@ class Seasonality:
 def fit_seasonality(
     timestamps: npt.NDArray[np.float64], values: FloatArray, *, interval_s: float
 ) -> Seasonality | None:
-    """A daily (or weekly) profile when the training data covers two or more periods and it matters."""
+    """A daily (or weekly) profile when the training data covers a whole period and the season matters.
+
+    One period is enough (operators often have just a day of clean history); the profile is then smoothed
+    more, so that it holds the cycle and not that day's noise.
+    """
     span = float(timestamps[-1] - timestamps[0]) if len(timestamps) else 0.0
     for period in (WEEK_S, DAY_S):
-        if span < 2 * period or interval_s > period / 48:
+        if span < period - interval_s or interval_s > period / 48:
             continue
         # One bin per sample up to 5-minute resolution; finer bins only add noise to the profile.
         bins = int(min(period / interval_s, period / 300.0))
@@ -102,7 +117,7 @@ def fit_seasonality(
             members = values[index == b]
             if len(members):
                 profile[b] = np.median(members, axis=0)
-        profile = _fill_and_smooth(profile, index, bins)
+        profile = _fill_and_smooth(profile, index, bins, passes=1 if span >= 2 * period else 3)
         residual = values - profile[index]
         total = np.var(values, axis=0)
         explained = 1.0 - np.var(residual, axis=0) / np.where(total > 0, total, 1.0)
@@ -112,7 +127,9 @@ def fit_seasonality(
     return None
 
 
-def _fill_and_smooth(profile: FloatArray, index: npt.NDArray[np.int64], bins: int) -> FloatArray:
+def _fill_and_smooth(
+    profile: FloatArray, index: npt.NDArray[np.int64], bins: int, *, passes: int
+) -> FloatArray:
     seen = np.zeros(bins, dtype=bool)
     seen[np.unique(index)] = True
     if not seen.all():
@@ -120,34 +137,54 @@ def _fill_and_smooth(profile: FloatArray, index: npt.NDArray[np.int64], bins: in
         for b in np.flatnonzero(~seen):
             nearest = filled_from[np.argmin(np.abs(filled_from - b))]
             profile[b] = profile[nearest]
-    # Circular moving average over 3 bins: the median per bin is noisy, the true cycle is smooth.
-    smoothed = (np.roll(profile, 1, axis=0) + profile + np.roll(profile, -1, axis=0)) / 3.0
-    return smoothed.astype(np.float32)
+    # Circular moving average over 3 bins, `passes` times: the median per bin is noisy, the cycle smooth.
+    for _ in range(passes):
+        profile = (np.roll(profile, 1, axis=0) + profile + np.roll(profile, -1, axis=0)) / 3.0
+    return profile.astype(np.float32)
+
+
+def is_count(values: FloatArray) -> npt.NDArray[np.bool_]:
+    """Per channel: are all values non-negative integers (log-level counts, requests per minute)?"""
+    return np.asarray(np.all((values >= 0) & (values == np.round(values)), axis=0))
+
+
+def stabilise_counts(values: FloatArray, counts: npt.NDArray[np.bool_]) -> FloatArray:
+    """Anscombe's transform on count channels: Poisson noise becomes about one unit at any rate, so a quiet
+    night and a busy afternoon are judged alike and a rare level's single line is no many-sigma event."""
+    if not counts.any():
+        return values
+    return np.where(counts, 2.0 * np.sqrt(np.maximum(values, 0.0) + 0.375), values).astype(np.float32)
 
 
 @dataclass(frozen=True, slots=True)
 class StreamProfile:
-    """Seasonal adjustment then robust scaling, per channel; frozen after fit."""
+    """Count stabilisation, seasonal adjustment, then robust scaling, per channel; frozen after fit."""
 
     channels: tuple[str, ...]
     interval_s: float
     centre: npt.NDArray[np.float32]
     scale: npt.NDArray[np.float32]
     seasonality: Seasonality | None = None
+    counts: npt.NDArray[np.bool_] | None = None
 
     def normalise(self, timestamps: npt.NDArray[np.float64], values: FloatArray) -> FloatArray:
         """(N, C) raw values at the given times -> (N, C) seasonally adjusted, robustly scaled."""
-        adjusted = values - self.seasonality.at(timestamps) if self.seasonality is not None else values
+        adjusted = self._stabilised(values)
+        if self.seasonality is not None:
+            adjusted = adjusted - self.seasonality.at(timestamps)
         return ((adjusted - self.centre) / self.scale).astype(np.float32)
 
     def normalise_windows(self, starts: npt.NDArray[np.float64], windows: FloatArray) -> FloatArray:
         """(B, L, C) windows starting at `starts`, sampled every `interval_s` -> normalised copies."""
-        adjusted = windows
+        adjusted = self._stabilised(windows)
         if self.seasonality is not None:
             length = windows.shape[1]
             times = starts[:, None] + np.arange(length)[None, :] * self.interval_s
-            adjusted = windows - self.seasonality.at(times.reshape(-1)).reshape(windows.shape)
+            adjusted = adjusted - self.seasonality.at(times.reshape(-1)).reshape(windows.shape)
         return ((adjusted - self.centre) / self.scale).astype(np.float32)
+
+    def _stabilised(self, values: FloatArray) -> FloatArray:
+        return values if self.counts is None else stabilise_counts(values, self.counts)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -156,6 +193,7 @@ class StreamProfile:
             "centre": self.centre.tolist(),
             "scale": self.scale.tolist(),
             "seasonality": None if self.seasonality is None else self.seasonality.to_json(),
+            "counts": None if self.counts is None else self.counts.tolist(),
         }
 
     @classmethod
@@ -167,26 +205,38 @@ class StreamProfile:
             np.asarray(data["centre"], dtype=np.float32),
             np.asarray(data["scale"], dtype=np.float32),
             None if season is None else Seasonality.from_json(season),
+            None if data.get("counts") is None else np.asarray(data["counts"], dtype=bool),
         )
 
 
 def fit_profile(
     channels: tuple[str, ...], timestamps: npt.NDArray[np.float64], values: FloatArray
 ) -> StreamProfile:
-    """Fit seasonality (if any) and per-channel robust centre/scale on a stream's normal data."""
+    """Fit count stabilisation, seasonality (if any) and per-channel robust centre/scale on normal data."""
     interval = sampling_interval(timestamps)
-    season = fit_seasonality(timestamps, values, interval_s=interval)
-    adjusted = values - season.at(timestamps) if season is not None else values
+    counts = is_count(values)
+    stabilised = stabilise_counts(values, counts)
+    season = fit_seasonality(timestamps, stabilised, interval_s=interval)
+    adjusted = stabilised - season.at(timestamps) if season is not None else stabilised
     centre = np.median(adjusted, axis=0)
-    return StreamProfile(channels, interval, centre.astype(np.float32), robust_scale(adjusted), season)
+    # Stabilised counts have Poisson noise of about one unit: never assume less.
+    scale = np.where(counts, np.maximum(robust_scale(adjusted), 1.0), robust_scale(adjusted))
+    return StreamProfile(
+        channels,
+        interval,
+        centre.astype(np.float32),
+        scale.astype(np.float32),
+        season,
+        counts if counts.any() else None,
+    )
 
 
 def robust_scale(values: FloatArray) -> npt.NDArray[np.float32]:
     """Per-channel spread that one outlier cannot inflate and a mostly-constant channel cannot zero.
 
-    MAD first; for channels where most values are equal (counts of rare errors) the MAD is 0, so fall back
-    to the standard deviation, then to 1. A floor relative to the level keeps a near-constant channel from
-    turning float noise into huge normalised values.
+    MAD first; for channels where most values are equal the MAD is 0, so fall back to the standard
+    deviation, then to 1. A floor relative to the level keeps a near-constant channel from turning float
+    noise into huge normalised values.
     """
     centre = np.median(values, axis=0)
     mad = 1.4826 * np.median(np.abs(values - centre), axis=0)

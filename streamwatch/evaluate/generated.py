@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamwatch.codecs import CsvFrame
+from streamwatch.codecs import CsvFrame, LogCountConfig, count_log_lines
 from streamwatch.config import StreamwatchConfig
 from streamwatch.evaluate.events import EventScore, Span, alert_spans, score_events
 from streamwatch.generate.inject import KINDS, Label, inject_many
-from streamwatch.generate.simulate import simulate
+from streamwatch.generate.logs import render_log_lines
+from streamwatch.generate.simulate import Series, simulate
 from streamwatch.offline import DetectResult, Split, detect
 
 # Samples per scenario, by domain: about a day of the slow domains (so a daily cycle is visible in the 30 %
@@ -26,6 +27,8 @@ SCENARIO_SAMPLES = {
     "ecg": 90_000,
     "server": 8_640,
     "logs": 8_640,
+    # Raw application log lines rendered from the logs domain and counted back by the log codec.
+    "applog": 8_640,
 }
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -51,7 +54,17 @@ class ScenarioResult:
 def make_series(scenario: Scenario) -> tuple[CsvFrame, list[Label]]:
     rng = np.random.default_rng(scenario.seed)
     samples = SCENARIO_SAMPLES[scenario.domain]
-    series = simulate(scenario.domain, n=samples, start=START, rng=rng)
+    domain = "logs" if scenario.domain == "applog" else scenario.domain
+    series = simulate(domain, n=samples, start=START, rng=rng)
+    if scenario.domain == "applog":
+        # Log lines carry levels; `total` is recounted from them, so anomalies go into the levels.
+        levels = [i for i, name in enumerate(series.channels) if name != "total"]
+        series = Series(
+            series.timestamps,
+            tuple(series.channels[i] for i in levels),
+            series.values[:, levels],
+            series.rate_hz,
+        )
     kinds = scenario.kinds
     if series.values.shape[1] == 1:
         kinds = tuple(kind for kind in kinds if kind != "correlation_break")
@@ -68,8 +81,22 @@ def make_series(scenario: Scenario) -> tuple[CsvFrame, list[Label]]:
         severity=scenario.severity,
         protect_prefix=protect,
     )
+    if scenario.domain == "applog":
+        return _through_log_lines(injected, rng), labels
     frame = CsvFrame(scenario.domain, injected.timestamps, injected.channels, injected.values)
     return frame, labels
+
+
+def _through_log_lines(series: Series, rng: np.random.Generator) -> CsvFrame:
+    """Render counts as log lines and count them again, as `detect --format log` would read a file."""
+    config = LogCountConfig(stream="applog", interval_s=1.0 / series.rate_hz)
+    samples, errors = count_log_lines(render_log_lines(series, rng), config)
+    if errors:
+        raise ValueError(f"rendered log lines did not parse: {errors[0].reason}")
+    channels = config.channels
+    timestamps = np.asarray([sample.ts for sample in samples], dtype=np.float64)
+    values = np.asarray([[sample.values[name] for name in channels] for sample in samples], dtype=np.float32)
+    return CsvFrame("applog", timestamps, channels, values)
 
 
 def run_scenario(scenario: Scenario, config: StreamwatchConfig | None = None) -> ScenarioResult:

@@ -21,10 +21,9 @@ from streamwatch.models.store import ModelFileError, load_model, save_model
 
 def save_group_model(path: Path, model: GroupModel) -> None:
     extra = model.metadata()
-    extra["initial_scores"] = {
-        stream: [round(float(score), 6) for score in scores]
-        for stream, scores in model.initial_scores.items()
-    }
+    extra["level_references"] = {stream: level.tolist() for stream, level in model.level_references.items()}
+    # Full precision: a reloaded model must fit exactly the thresholds the original did.
+    extra["initial_scores"] = {stream: scores.tolist() for stream, scores in model.initial_scores.items()}
     save_model(path, model.detector.reconstructor, extra_metadata=extra)
 
 
@@ -55,5 +54,8 @@ def _rebuild(reconstructor: Any, extra: dict[str, Any]) -> GroupModel:
         ),
         initial_scores={
             stream: np.asarray(scores, dtype=np.float32) for stream, scores in extra["initial_scores"].items()
+        },
+        level_references={
+            stream: np.asarray(level, dtype=np.float32) for stream, level in extra["level_references"].items()
         },
     )

@@ -7,7 +7,8 @@ inference without autograd, and the exchange of weights with the model store. Th
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any, Self
 
@@ -17,33 +18,65 @@ import torch
 from torch import nn
 
 from streamwatch.core.reconstructor import Batch, FitReport
-from streamwatch.models.training import TrainingConfig, train_autoencoder
+from streamwatch.models.training import INFERENCE_CHUNK, TrainingConfig, train_autoencoder
 
-# Measured with bench command in the models report: on two shared cores one intra-op thread trains and scores
-# these small networks faster than two (thread hand-off costs more than the tiny kernels gain).
+# Measured on two shared cores: one intra-op thread trains the conv autoencoder as fast as two when the
+# machine is quiet, and 20-25x faster when other processes compete for the cores (two threads then wait on
+# each other at every small kernel); two threads score at most about 1.5x faster, and 25x slower under load.
 DEFAULT_THREADS = 1
 
-# Large enough that per-call overhead vanishes, small enough that activations of the widest network stay
-# within a few hundred MiB.
-INFERENCE_CHUNK = 4096
-
+# Whether the application called configure_torch, and whether model calls should flush denormals.
 _configured = False
+_flush_denormal = True
+
+# The smallest float32 magnitude is about 1.4e-45; anything below 1.2e-38 is denormal.
+_DENORMAL = 1e-42
 
 
-def configure_torch(threads: int | None = None) -> None:
-    """Process-wide torch settings for training and scoring on CPU; call once at start-up."""
-    global _configured
-    # Denormal floats appear as weights and activations shrink during training; without flushing them to
-    # zero the CPU takes a slow microcode path (measured 30-60x slower training of the conv autoencoder).
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(DEFAULT_THREADS if threads is None else _positive_threads(threads))
+def configure_torch(threads: int | None = None, *, flush_denormal: bool = True) -> None:
+    """Torch settings for training and scoring on CPU; call once at start-up.
+
+    `threads` is process-wide (torch's intra-op pool). Denormal flushing is applied around every model call
+    (`denormals_flushed`) rather than left on for the whole process: the flag is CPU state shared with numpy
+    and all other code, where it silently changes float semantics (hypothesis refuses to run under it).
+    """
+    global _configured, _flush_denormal
+    chosen_threads = DEFAULT_THREADS if threads is None else _positive_threads(threads)
+    torch.set_num_threads(chosen_threads)
+    _flush_denormal = flush_denormal
     _configured = True
 
 
-def ensure_torch_configured() -> None:
-    """Apply the default settings unless the application already chose its own."""
+def _apply_default_threads() -> None:
+    """Give models the measured thread default when the application never called configure_torch."""
+    global _configured
     if not _configured:
-        configure_torch()
+        torch.set_num_threads(DEFAULT_THREADS)
+        _configured = True
+
+
+def denormals_are_flushed() -> bool:
+    """Whether this thread currently flushes denormal floats to zero (a denormal does not survive)."""
+    return torch.tensor(_DENORMAL, dtype=torch.float32).item() == 0.0
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Flush denormal floats to zero inside the block, then restore the thread's previous behaviour.
+
+    Denormals appear as weights and activations shrink during training; without flushing them to zero the
+    CPU takes a slow microcode path (30-60x slower training was seen with an earlier conv autoencoder on
+    this kind of machine; the current networks showed no difference over 150 epochs, so this is insurance
+    that costs two flag switches per call). Nested blocks and a flag someone else set are left alone.
+    """
+    if not _flush_denormal or denormals_are_flushed():
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _positive_threads(threads: int) -> int:
@@ -82,7 +115,7 @@ class TorchReconstructor(abc.ABC):
         self.length = length
         self.channels = channels
         self.training = training if training is not None else self.default_training()
-        ensure_torch_configured()
+        _apply_default_threads()
         self._net = self._seeded_net(seed=0)
 
     @classmethod
@@ -108,7 +141,8 @@ class TorchReconstructor(abc.ABC):
         if not np.isfinite(batch).all():
             raise ValueError("training windows contain NaN or infinite values")
         self._net = self._seeded_net(seed)
-        return train_autoencoder(self._net, batch, config=self.training, seed=seed, progress=progress)
+        with denormals_flushed():
+            return train_autoencoder(self._net, batch, config=self.training, seed=seed, progress=progress)
 
     def reconstruct(self, windows: Batch) -> Batch:
         return self._run_chunked(self._net, self._checked(windows))
@@ -178,7 +212,7 @@ class TorchReconstructor(abc.ABC):
     ) -> npt.NDArray[np.float32]:
         """Apply `step` in chunks with autograd off; numpy float32 in and out."""
         outputs: list[npt.NDArray[np.float32]] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), denormals_flushed():
             if len(inputs) == 0:
                 # Some layers (LSTM) refuse an empty batch; one dummy row yields the output's trailing shape.
                 dummy = torch.zeros((1, *inputs.shape[1:]), dtype=torch.float32)

@@ -14,7 +14,7 @@ def test_example_config_is_valid_and_is_the_embedded_default() -> None:
     assert config.source.kind == "simulate"
     assert config.source == StreamwatchConfig().source
     assert config.detector == StreamwatchConfig().detector
-    assert config.threshold_config().kind == "pot"
+    assert config.threshold_config().kind == "robust_z"
 
 
 def test_empty_mapping_gives_the_defaults() -> None:

@@ -135,3 +135,15 @@ def test_reinstall_refits_thresholds_but_keeps_window_state(model: GroupModel) -
     after = engine.snapshot("s1")
     assert after["windower"] == before["windower"]
     assert after["alerts"] == before["alerts"]
+
+
+def test_bulk_chunk_with_bad_rows_rejects_only_those(model: GroupModel) -> None:
+    engine = _engine(model)
+    live = _series(np.random.default_rng(6), 400, start=START + 6000)
+    values = live.values.copy()
+    values[100, 0] = np.nan
+    timestamps = live.timestamps.copy()
+    timestamps[200] = timestamps[150]  # out of order
+    out = engine.process_arrays([("s1", timestamps, values)])
+    assert [r.reason.split(" ")[0] for r in out.rejected] == ["channel", "late"]
+    assert len(out.scores) > 100

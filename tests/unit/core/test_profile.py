@@ -31,13 +31,29 @@ def test_robust_scale_survives_outliers_and_constant_channels() -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(10, 2, size=(5000, 3)).astype(np.float32)
     values[:, 1] = 0.0
-    values[::50, 1] = 1.0  # a rare-event count: MAD is zero, std is not
-    values[:, 2] = 5.0  # constant
+    values[::50, 1] = 0.5  # mostly one value: MAD is zero, std is not
+    values[:, 2] = 5.5  # constant
     values[0, 0] = 1e6  # one wild outlier
     scale = robust_scale(values)
     assert 1.8 < scale[0] < 2.2
-    assert 0.1 < scale[1] < 0.2
+    assert 0.05 < scale[1] < 0.1
     assert scale[2] == 1.0
+
+
+def test_counts_are_stabilised_so_rate_does_not_change_the_noise() -> None:
+    rng = np.random.default_rng(1)
+    times = np.arange(20_000, dtype=np.float64) * 60
+    rare = rng.poisson(0.02, 20_000)
+    busy = rng.poisson(400, 20_000)
+    values = np.stack([rare, busy, rng.normal(size=20_000)], axis=1).astype(np.float32)
+    profile = fit_profile(("critical", "info", "x"), times, values)
+    assert profile.counts is not None
+    assert profile.counts.tolist() == [True, True, False]
+    normalised = profile.normalise(times, values)
+    assert 0.8 < np.std(normalised[:, 1]) < 1.2  # Poisson noise at rate 400 is one unit after Anscombe
+    assert np.max(normalised[:, 0]) < 2.0  # one rare line is not a many-sigma event
+    again = StreamProfile.from_json(profile.to_json())
+    assert np.array_equal(again.normalise(times, values), normalised)
 
 
 def test_daily_seasonality_is_removed_when_it_matters() -> None:
