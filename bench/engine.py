@@ -15,12 +15,12 @@ import resource
 import time
 
 import numpy as np
-from streamwatch.generate.simulate import simulate
 
 from streamwatch.config import DetectorConfig, StreamwatchConfig, TrainingConfig, WindowConfig
 from streamwatch.core.bootstrap import StreamSeries, TrainingPlan, WindowShape, train_group
 from streamwatch.core.detector import model_input
 from streamwatch.core.engine import Engine
+from streamwatch.generate.simulate import simulate
 from streamwatch.offline import reconstructor_factory
 
 START = 1_767_225_600.0

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from streamwatch.core.detector import WindowDetector, model_input
 from streamwatch.core.level import follow, step_weight
-from streamwatch.core.profile import StreamProfile, dominant_period, fit_profile
+from streamwatch.core.profile import StreamProfile, cross_fitted, dominant_period, fit_profile
 from streamwatch.core.reconstructor import FitReport, Reconstructor
 from streamwatch.core.windows import WindowSpec
 from streamwatch.records import FloatArray
@@ -144,7 +144,8 @@ def train_group(
         stream: fit_profile(item.channels, item.timestamps, item.values) for stream, item in series.items()
     }
     normalised = {
-        stream: profiles[stream].normalise(item.timestamps, item.values) for stream, item in series.items()
+        stream: cross_fitted(profiles[stream], item.timestamps, item.values)
+        for stream, item in series.items()
     }
     first = next(iter(series))
     spec = choose_window(shape, profiles[first].interval_s, normalised[first])

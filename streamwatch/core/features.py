@@ -70,6 +70,7 @@ class FeatureCalibration:
 
     @classmethod
     def fit(cls, evidence: Mapping[str, FloatArray]) -> FeatureCalibration:
+        """Calibrate each kind of evidence, each shaped (B, C)."""
         median: dict[str, npt.NDArray[np.float32]] = {}
         upper: dict[str, npt.NDArray[np.float32]] = {}
         lower: dict[str, npt.NDArray[np.float32]] = {}
@@ -96,11 +97,11 @@ class FeatureCalibration:
     def surprise_of(self, name: str, values: FloatArray) -> FloatArray:
         """Calibrated evidence of one kind, same shape as `values` (trailing axis = channels)."""
         side, _ = FEATURES[name]
-        deviation = values - self.median[name]
-        scaled = np.maximum(deviation / self.upper[name], 0.0)
+        deviation: FloatArray = np.asarray(values - self.median[name], dtype=np.float32)
+        scaled: FloatArray = np.maximum(deviation / self.upper[name], np.float32(0.0))
         if side == "both":
             scaled = np.maximum(scaled, -deviation / self.lower[name])
-        return scaled.astype(np.float32)
+        return scaled
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -109,22 +109,53 @@ def fit_seasonality(
     for period in (WEEK_S, DAY_S):
         if span < period - interval_s or interval_s > period / 48:
             continue
-        # One bin per sample up to 5-minute resolution; finer bins only add noise to the profile.
-        bins = int(min(period / interval_s, period / 300.0))
-        index = (np.mod(timestamps, period) / period * bins).astype(np.int64) % bins
-        profile = np.zeros((bins, values.shape[1]), dtype=np.float32)
-        for b in range(bins):
-            members = values[index == b]
-            if len(members):
-                profile[b] = np.median(members, axis=0)
-        profile = _fill_and_smooth(profile, index, bins, passes=1 if span >= 2 * period else 3)
-        residual = values - profile[index]
+        season = season_for(period, timestamps, values, interval_s=interval_s)
+        residual = values - season.at(timestamps)
         total = np.var(values, axis=0)
         explained = 1.0 - np.var(residual, axis=0) / np.where(total > 0, total, 1.0)
         if float(np.max(explained)) >= _MIN_SEASONAL_SHARE:
-            centred = profile - np.median(profile, axis=0)
-            return Seasonality(period, bins, centred.astype(np.float32))
+            return season
     return None
+
+
+def season_for(
+    period: float, timestamps: npt.NDArray[np.float64], values: FloatArray, *, interval_s: float
+) -> Seasonality:
+    """The median profile over `period`, whatever part of it the data covers (gaps take the nearest bin)."""
+    span = float(timestamps[-1] - timestamps[0]) if len(timestamps) else 0.0
+    # One bin per sample up to 5-minute resolution; finer bins only add noise to the profile.
+    bins = int(min(period / interval_s, period / 300.0))
+    index = (np.mod(timestamps, period) / period * bins).astype(np.int64) % bins
+    profile = np.zeros((bins, values.shape[1]), dtype=np.float32)
+    for b in range(bins):
+        members = values[index == b]
+        if len(members):
+            profile[b] = np.median(members, axis=0)
+    profile = _fill_and_smooth(profile, index, bins, passes=1 if span >= 2 * period else 3)
+    centred = profile - np.median(profile, axis=0)
+    return Seasonality(period, bins, centred.astype(np.float32))
+
+
+def cross_fitted(
+    profile: StreamProfile, timestamps: npt.NDArray[np.float64], values: FloatArray
+) -> FloatArray:
+    """Training data normalised as new data will be: each half with a season fitted on the other half.
+
+    A profile fitted on a day or two follows that data's own noise, so in-sample residuals are smaller than
+    the residuals of the days to come, and evidence calibrated on them (the level above all) would make an
+    ordinary evening look anomalous. Two-fold cross-fitting gives calibration honest residuals.
+    """
+    if profile.seasonality is None or len(timestamps) < 4:
+        return profile.normalise(timestamps, values)
+    stabilised = profile.stabilised(values)
+    half = len(timestamps) // 2
+    adjusted = np.empty_like(stabilised)
+    for fit, apply in ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))):
+        season = season_for(
+            profile.seasonality.period_s, timestamps[fit], stabilised[fit], interval_s=profile.interval_s
+        )
+        adjusted[apply] = stabilised[apply] - season.at(timestamps[apply])
+    return ((adjusted - profile.centre) / profile.scale).astype(np.float32)
 
 
 def _fill_and_smooth(
@@ -169,21 +200,21 @@ class StreamProfile:
 
     def normalise(self, timestamps: npt.NDArray[np.float64], values: FloatArray) -> FloatArray:
         """(N, C) raw values at the given times -> (N, C) seasonally adjusted, robustly scaled."""
-        adjusted = self._stabilised(values)
+        adjusted = self.stabilised(values)
         if self.seasonality is not None:
             adjusted = adjusted - self.seasonality.at(timestamps)
         return ((adjusted - self.centre) / self.scale).astype(np.float32)
 
     def normalise_windows(self, starts: npt.NDArray[np.float64], windows: FloatArray) -> FloatArray:
         """(B, L, C) windows starting at `starts`, sampled every `interval_s` -> normalised copies."""
-        adjusted = self._stabilised(windows)
+        adjusted = self.stabilised(windows)
         if self.seasonality is not None:
             length = windows.shape[1]
             times = starts[:, None] + np.arange(length)[None, :] * self.interval_s
             adjusted = adjusted - self.seasonality.at(times.reshape(-1)).reshape(windows.shape)
         return ((adjusted - self.centre) / self.scale).astype(np.float32)
 
-    def _stabilised(self, values: FloatArray) -> FloatArray:
+    def stabilised(self, values: FloatArray) -> FloatArray:
         return values if self.counts is None else stabilise_counts(values, self.counts)
 
     def to_json(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def render_log_lines(series: Series, rng: np.random.Generator, *, trace_share: f
     for ts, row in zip(series.timestamps, series.values, strict=True):
         events: list[tuple[float, str]] = []
         for level, column in zip(levels, columns, strict=True):
-            count = int(round(float(row[column])))
+            count = round(float(row[column]))
             events.extend((float(ts) + float(offset), level) for offset in rng.uniform(0, interval, count))
         events.sort()
         for moment, level in events:

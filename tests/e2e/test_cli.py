@@ -107,3 +107,37 @@ def test_daemon_on_embedded_default_alerts_and_stops_cleanly(tmp_path: Path) -> 
         jsonschema.validate(event, alert_event_schema())
     assert '"alert_id"' in stdout
     assert "received SIGTERM" in stderr and "stopped:" in stderr
+
+
+@pytest.mark.slow
+def test_raw_log_file_is_counted_and_scored(tmp_path: Path) -> None:
+    generated = _cli(
+        "generate", "--domain", "logs", "--samples", "4320", "--anomalies", "2",
+        "--kinds", "level_shift,dropout", "--seed", "5", "--log-lines", "--out", "app.log", cwd=tmp_path,
+    )  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+    lines = (tmp_path / "app.log").read_text().splitlines()
+    assert any(" ERROR " in line for line in lines)
+    assert any(line.startswith("Traceback") for line in lines)
+    with (tmp_path / "app.log").open("a") as log:
+        log.write("2020-01-01T00:00:00Z INFO a line from long ago\n")  # late: must be dead-lettered
+    detected = _cli(
+        "detect",
+        "app.log",
+        "--format",
+        "log",
+        "--train-fraction",
+        "0.4",
+        "--alerts",
+        "alerts.jsonl",
+        cwd=tmp_path,
+    )
+    assert detected.returncode == 0, detected.stderr
+    events = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert events, detected.stderr
+    for event in events:
+        jsonschema.validate(event, alert_event_schema())
+        assert set(event["channels"]) == {"debug", "info", "warn", "error", "critical", "total"}
+    dead = [json.loads(line) for line in (tmp_path / "alerts.deadletter.jsonl").read_text().splitlines()]
+    assert len(dead) == 1
+    assert "late" in dead[0]["reason"] and "long ago" in dead[0]["raw"]

@@ -5,6 +5,7 @@ import numpy as np
 from streamwatch.core.profile import (
     DAY_S,
     StreamProfile,
+    cross_fitted,
     dominant_period,
     fit_profile,
     robust_scale,
@@ -83,3 +84,17 @@ def test_profile_json_round_trip_and_window_normalisation_agree() -> None:
     by_window = profile.normalise_windows(starts, windows)
     direct = profile.normalise(times[:100], values[:100]).reshape(10, 10, 2)
     assert np.allclose(by_window, direct, atol=1e-5)
+
+
+def test_cross_fitting_shows_the_residuals_new_days_will_have() -> None:
+    rng = np.random.default_rng(4)
+    times = np.arange(0, 1.8 * DAY_S, 60.0)
+    daily = 20 * np.sin(2 * np.pi * times / DAY_S) + 5 * np.sin(6 * np.pi * times / DAY_S)
+    values = (50 + daily + rng.normal(0, 3, times.size)).astype(np.float32)[:, None]
+    profile = fit_profile(("cpu",), times, values)
+    assert profile.seasonality is not None
+    in_sample = profile.normalise(times, values)
+    honest = cross_fitted(profile, times, values)
+    assert np.std(honest) > np.std(in_sample)
+    flat = fit_profile(("x",), times, rng.normal(size=(times.size, 1)).astype(np.float32))
+    assert np.array_equal(cross_fitted(flat, times, values), flat.normalise(times, values))
