@@ -58,6 +58,7 @@ def main() -> None:
     profile, initial = model.profiles["s0"], model.initial_scores["s0"]
     model.profiles = dict.fromkeys(streams, profile)
     model.initial_scores = dict.fromkeys(streams, initial)
+    model.level_references = dict.fromkeys(streams, model.level_references["s0"])
     engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build())
     engine.install("grid", model)
 

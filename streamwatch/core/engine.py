@@ -280,7 +280,9 @@ class Engine:
 
 
 def _channel_shares(channels: tuple[str, ...], per_channel: FloatArray) -> dict[str, float]:
-    total = float(per_channel.sum())
+    # Plain floats: for a handful of channels this is several times faster than numpy on the hot path.
+    values = per_channel.tolist()
+    total = sum(values)
     if total <= 0.0:
-        return {name: 1.0 / len(channels) for name in channels}
-    return {name: float(value) / total for name, value in zip(channels, per_channel, strict=True)}
+        return dict.fromkeys(channels, 1.0 / len(channels))
+    return {name: value / total for name, value in zip(channels, values, strict=True)}
