@@ -131,6 +131,9 @@ def _file_arguments(parser: argparse.ArgumentParser) -> None:
         "file", type=Path, help="CSV (timestamp,<channel>,...) or a log file with --format log"
     )
     parser.add_argument("--format", choices=("csv", "log"), default="csv")
+    parser.add_argument(
+        "--log-interval", type=float, default=60.0, help="with --format log: seconds per count (default 60)"
+    )
     parser.add_argument("--stream", help="stream id (default: the file name without extension)")
     parser.add_argument("--train-until", help="last training timestamp (ISO-8601 or epoch seconds)")
     parser.add_argument(
@@ -150,7 +153,9 @@ def _detect(args: argparse.Namespace) -> int:
     from streamwatch.offline import Split, detect, detect_with_model, load_frame, write_alerts, write_scores
 
     config = _config(args.config)
-    frame, errors = load_frame(args.file, fmt=args.format, stream=args.stream or args.file.stem)
+    frame, errors = load_frame(
+        args.file, fmt=args.format, stream=args.stream or args.file.stem, log_interval_s=args.log_interval
+    )
     if errors:
         _dead_letter(errors, args.dead_letter or args.alerts.with_suffix(".deadletter.jsonl"))
     split = Split.parse(args.train_until, args.train_fraction)
@@ -196,7 +201,9 @@ def _train(args: argparse.Namespace) -> int:
     from streamwatch.offline import Split, load_frame, train_on_prefix
 
     config = _config(args.config)
-    frame, errors = load_frame(args.file, fmt=args.format, stream=args.stream or args.file.stem)
+    frame, errors = load_frame(
+        args.file, fmt=args.format, stream=args.stream or args.file.stem, log_interval_s=args.log_interval
+    )
     if errors:
         log.warning("%s: %d unusable lines skipped (first: %s)", args.file, len(errors), errors[0].reason)
     model, cut = train_on_prefix(
@@ -219,7 +226,8 @@ def _train(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from streamwatch.generate.inject import inject_many, write_csv, write_labels
+    from streamwatch.generate.inject import write_csv, write_labels
+    from streamwatch.generate.scenario import inject_spread, levels_only
     from streamwatch.generate.simulate import simulate
     from streamwatch.records import parse_iso_utc
 
@@ -229,26 +237,22 @@ def _generate(args: argparse.Namespace) -> int:
     series = simulate(
         args.domain, n=args.samples, start=parse_iso_utc(args.start), rng=rng, rate_hz=args.rate
     )
-    kinds = tuple(kind.strip() for kind in args.kinds.split(",") if kind.strip())
-    protect = int(args.samples * args.normal_fraction)
-    free = args.samples - protect
-    longest = max(8, min(free // max(4 * args.anomalies, 1), int(600 * series.rate_hz) + 8))
-    series, labels = inject_many(
+    if args.log_lines:
+        if args.domain != "logs":
+            raise ValueError("--log-lines renders the logs domain; use --domain logs")
+        series = levels_only(series)
+    series, labels = inject_spread(
         series,
         rng=rng,
-        kinds=kinds,
+        kinds=[kind.strip() for kind in args.kinds.split(",") if kind.strip()],
         count=args.anomalies,
-        min_gap=longest,
-        length_range=(max(4, longest // 4), longest),
         severity=args.severity,
-        protect_prefix=protect,
+        normal_fraction=args.normal_fraction,
     )
     labels_path = args.labels or args.out.with_suffix(".labels.json")
     if args.log_lines:
         from streamwatch.generate.logs import render_log_lines
 
-        if args.domain != "logs":
-            raise ValueError("--log-lines renders the logs domain; use --domain logs")
         with args.out.open("w", encoding="utf-8") as target:
             target.writelines(line + "\n" for line in render_log_lines(series, rng))
     else:

@@ -14,8 +14,9 @@ import numpy as np
 from streamwatch.codecs import CsvFrame, LogCountConfig, count_log_lines
 from streamwatch.config import StreamwatchConfig
 from streamwatch.evaluate.events import EventScore, Span, alert_spans, score_events
-from streamwatch.generate.inject import KINDS, Label, inject_many
+from streamwatch.generate.inject import KINDS, Label
 from streamwatch.generate.logs import render_log_lines
+from streamwatch.generate.scenario import inject_spread, levels_only
 from streamwatch.generate.simulate import Series, simulate
 from streamwatch.offline import DetectResult, Split, detect
 
@@ -57,29 +58,14 @@ def make_series(scenario: Scenario) -> tuple[CsvFrame, list[Label]]:
     domain = "logs" if scenario.domain == "applog" else scenario.domain
     series = simulate(domain, n=samples, start=START, rng=rng)
     if scenario.domain == "applog":
-        # Log lines carry levels; `total` is recounted from them, so anomalies go into the levels.
-        levels = [i for i, name in enumerate(series.channels) if name != "total"]
-        series = Series(
-            series.timestamps,
-            tuple(series.channels[i] for i in levels),
-            series.values[:, levels],
-            series.rate_hz,
-        )
-    kinds = scenario.kinds
-    if series.values.shape[1] == 1:
-        kinds = tuple(kind for kind in kinds if kind != "correlation_break")
-    protect = int(samples * scenario.train_fraction)
-    free = samples - protect
-    longest = max(16, free // (4 * scenario.anomalies))
-    injected, labels = inject_many(
+        series = levels_only(series)
+    injected, labels = inject_spread(
         series,
         rng=rng,
-        kinds=kinds,
+        kinds=scenario.kinds,
         count=scenario.anomalies,
-        min_gap=longest,
-        length_range=(max(8, longest // 4), longest),
         severity=scenario.severity,
-        protect_prefix=protect,
+        normal_fraction=scenario.train_fraction,
     )
     if scenario.domain == "applog":
         return _through_log_lines(injected, rng), labels

@@ -26,6 +26,13 @@ def _line(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body) + b"\n"
 
 
+def _lines(alerts: Sequence[AlertEvent], quality: Sequence[DataQualityEvent], include_quality: bool) -> bytes:
+    chunks = [_line(event.to_json()) for event in alerts]
+    if include_quality:
+        chunks.extend(_line(event.to_json()) for event in quality)
+    return b"".join(chunks)
+
+
 class StreamSink:
     """JSON lines to a text stream (stdout by default); flushed per batch so alerts show at once."""
 
@@ -34,11 +41,9 @@ class StreamSink:
         self._include_quality = include_quality
 
     def emit(self, alerts: Sequence[AlertEvent], quality: Sequence[DataQualityEvent]) -> None:
-        chunks = [_line(event.to_json()) for event in alerts]
-        if self._include_quality:
-            chunks.extend(_line(event.to_json()) for event in quality)
-        if chunks:
-            self._stream.write(b"".join(chunks))
+        payload = _lines(alerts, quality, self._include_quality)
+        if payload:
+            self._stream.write(payload)
             self._stream.flush()
 
     def close(self) -> None:
@@ -55,11 +60,9 @@ class JsonlSink:
         self._include_quality = include_quality
 
     def emit(self, alerts: Sequence[AlertEvent], quality: Sequence[DataQualityEvent]) -> None:
-        chunks = [_line(event.to_json()) for event in alerts]
-        if self._include_quality:
-            chunks.extend(_line(event.to_json()) for event in quality)
-        if chunks:
-            self._file.write(b"".join(chunks))
+        payload = _lines(alerts, quality, self._include_quality)
+        if payload:
+            self._file.write(payload)
             self._file.flush()
 
     def close(self) -> None:
