@@ -51,13 +51,6 @@ class EngineOutput:
     rejected: list[Rejection] = field(default_factory=list)
     unrouted: list[Sample] = field(default_factory=list)
 
-    def extend(self, other: EngineOutput) -> None:
-        self.scores.extend(other.scores)
-        self.alerts.extend(other.alerts)
-        self.quality.extend(other.quality)
-        self.rejected.extend(other.rejected)
-        self.unrouted.extend(other.unrouted)
-
 
 @dataclass(slots=True)
 class _StreamState:
@@ -110,9 +103,6 @@ class Engine:
 
     def model(self, group: str) -> GroupModel | None:
         return self._models.get(group)
-
-    def streams(self) -> list[str]:
-        return list(self._streams)
 
     def warm_up(self, stream: str, timestamps: npt.NDArray[np.float64], values: FloatArray) -> None:
         """Fill a stream's window with recent history without scoring it, so scoring starts at once."""
