@@ -31,17 +31,25 @@ class DetectorOutput:
     per_channel: FloatArray  # (B, C)
 
 
-def model_input(windows: FloatArray) -> FloatArray:
-    """Normalised windows -> what the reconstructor sees: clipped, each window's own mean removed."""
+def _clipped(windows: FloatArray) -> FloatArray:
     clipped: FloatArray = np.clip(windows, -_INPUT_LIMIT, _INPUT_LIMIT).astype(np.float32)
+    return clipped
+
+
+def _centred(clipped: FloatArray) -> FloatArray:
     centred: FloatArray = clipped - clipped.mean(axis=1, keepdims=True, dtype=np.float32)
     return centred
 
 
+def model_input(windows: FloatArray) -> FloatArray:
+    """Normalised windows -> what the reconstructor sees: clipped, each window's own mean removed."""
+    return _centred(_clipped(windows))
+
+
 def evidence(reconstructor: Reconstructor, windows: FloatArray) -> dict[str, FloatArray]:
     """Every kind of evidence for normalised windows (B, L, C), each shaped (B, C)."""
-    clipped = np.clip(windows, -_INPUT_LIMIT, _INPUT_LIMIT).astype(np.float32)
-    centred = model_input(clipped)
+    clipped = _clipped(windows)
+    centred = _centred(clipped)  # clipped once: this runs for every scored batch
     found = window_statistics(clipped)
     found.update(reconstruction_evidence(centred, reconstructor.reconstruct(centred)))
     return found
@@ -65,7 +73,7 @@ class WindowDetector:
         version: str,
     ) -> WindowDetector:
         """Calibrate statistics on all normal windows, reconstruction error on windows the model never saw."""
-        stats = window_statistics(np.clip(statistics_windows, -_INPUT_LIMIT, _INPUT_LIMIT))
+        stats = window_statistics(_clipped(statistics_windows))
         held_out = evidence(reconstructor, held_out_windows)
         stats["recon_mse"] = held_out["recon_mse"]
         stats["recon_peak"] = held_out["recon_peak"]
