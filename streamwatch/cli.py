@@ -1,4 +1,4 @@
-"""Command line: run, train, detect, generate, check-config.
+"""Command line: run, train, detect, generate, check-config, replay.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (the message says which key and how
 to fix it).
@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        # kafka-python narrates every connection and rebalance at INFO; its warnings and errors still show.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         code: int = args.handler(args)
     except ConfigError as error:
@@ -88,6 +91,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_train)
 
+    publish = verbs.add_parser(
+        "publish-model",
+        help="put a trained model on the models topic for Kafka daemons",
+        description=(
+            "Publish a model (from `streamwatch train`) for a stream group on the configured models topic. "
+            "Every daemon of the consumer group scores the group's streams with it; a daemon running "
+            "already switches to it when its version number is higher than the live one."
+        ),
+    )
+    publish.add_argument("model", type=Path, help="model path given to `train --out`")
+    publish.add_argument("--group", required=True, help="stream group (by default a stream's topic name)")
+    publish.add_argument("-c", "--config", type=Path, required=True, help="the daemons' YAML config")
+    publish.add_argument("--version", type=_positive_int, help="publish as version N (default: the model's)")
+    publish.set_defaults(handler=_publish_model)
+
+    tail = verbs.add_parser(
+        "tail",
+        help="print the alert events (or dead letters) a Kafka daemon publishes",
+        description=(
+            "Follow the configured alert topic as its subscribers see it (read_committed), one JSON line "
+            "per event; --dead-letters follows the dead-letter topic (headers give the reason and origin)."
+        ),
+    )
+    tail.add_argument("-c", "--config", type=Path, required=True, help="the daemon's YAML config")
+    tail.add_argument("--dead-letters", action="store_true", help="follow the dead-letter topic")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
+    tail.add_argument(
+        "--idle-exit", type=_positive_float, help="exit after this many seconds without records"
+    )
+    tail.set_defaults(handler=_tail)
+
     generate = verbs.add_parser(
         "generate",
         help="simulate normal data and inject labelled anomalies",
@@ -123,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_check_config)
+    _replay_parser(verbs)
     return parser
 
 
@@ -223,6 +258,62 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish_model(args: argparse.Namespace) -> int:
+    from streamwatch.kafka.clients import KafkaSetupError
+    from streamwatch.kafka.models_topic import publish_model
+    from streamwatch.models.group_store import load_group_model
+
+    config = _config(args.config)
+    if config.source.kind != "kafka":
+        print(f"streamwatch: {args.config} has no Kafka source (source.kind: kafka)", file=sys.stderr)
+        return 2
+    model = load_group_model(args.model)
+    if args.version is not None:
+        model.version = f"{model.version.partition('@')[0]}@{args.version}"
+    if not args.verbose:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    try:
+        publish_model(config.kafka, config.source.models_topic, args.group, model)
+    except (KafkaSetupError, ValueError) as error:
+        print(f"streamwatch: {error}", file=sys.stderr)
+        return 1
+    print(f"published {model.version} for group {args.group} on {config.source.models_topic}")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from streamwatch.kafka.tail import describe, follow
+
+    config = _config(args.config)
+    if args.dead_letters:
+        if config.dead_letter.kind != "kafka":
+            print(f"streamwatch: {args.config} writes dead letters to a file, not Kafka", file=sys.stderr)
+            return 2
+        topic = config.dead_letter.topic
+    else:
+        topics = [sink.topic for sink in config.sinks if sink.kind == "kafka"]
+        if not topics:
+            print(f"streamwatch: {args.config} has no Kafka alert sink", file=sys.stderr)
+            return 2
+        topic = topics[0]
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    try:
+        for record in follow(
+            config.kafka,
+            topic,
+            from_beginning=args.from_beginning,
+            keep_going=lambda: not stop.is_set(),
+            idle_timeout_s=args.idle_exit,
+        ):
+            sys.stdout.buffer.write(describe(record) + b"\n")
+            sys.stdout.buffer.flush()
+    except ValueError as error:
+        print(f"streamwatch: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -269,9 +360,12 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"{args.file}: invalid: {error}", file=sys.stderr)
         return 2
     source = config.source
-    detail = (
-        f"{len(source.streams)} simulated streams" if source.kind == "simulate" else f"file {source.path}"
-    )
+    if source.kind == "simulate":
+        detail = f"{len(source.streams)} simulated streams"
+    elif source.kind == "file":
+        detail = f"file {source.path}"
+    else:
+        detail = f"Kafka {config.kafka.bootstrap_servers}, group {source.group_id}"
     print(
         f"{args.file}: ok (source {source.kind}: {detail}; model {config.detector.model}; "
         f"threshold {config.threshold.get('kind')}; {len(config.sinks)} sinks)"
@@ -281,15 +375,16 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from streamwatch.io.sinks import DeadLetterFile, JsonlSink, Sink, StreamSink
-    from streamwatch.service.daemon import Daemon
 
     config = _config(args.config)
     sinks: list[Sink] = []
     for item in config.sinks:
         if item.kind == "stdout":
             sinks.append(StreamSink(include_quality=item.include_quality))
-        else:
+        elif item.kind == "jsonl":
             sinks.append(JsonlSink(item.path, include_quality=item.include_quality))
+        # Kafka sinks are written by the Kafka daemon inside its transactions.
+    dead_letter = DeadLetterFile(config.dead_letter.path) if config.dead_letter.kind == "jsonl" else None
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -298,14 +393,109 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    daemon = Daemon(
-        config,
-        sinks=sinks,
-        dead_letter=DeadLetterFile(config.dead_letter.path),
-        clock=time.time,
-        progress=args.progress,
+    if config.source.kind == "kafka":
+        from streamwatch.kafka.clients import KafkaSetupError
+        from streamwatch.service.kafka_daemon import KafkaDaemon
+
+        try:
+            KafkaDaemon(config, sinks=sinks, dead_letter_file=dead_letter, clock=time.time).run(stop)
+        except KafkaSetupError as error:
+            print(f"streamwatch: {error}", file=sys.stderr)
+            return 2
+        return 0
+    from streamwatch.service.daemon import Daemon
+
+    assert dead_letter is not None  # the configuration refuses Kafka dead letters without a Kafka source
+    Daemon(config, sinks=sinks, dead_letter=dead_letter, clock=time.time, progress=args.progress).run(stop)
+    return 0
+
+
+def _replay_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from streamwatch.replay import BOOTSTRAP_ENV, CONNECT_TIMEOUT_S, DEFAULT_BOOTSTRAP, DEFAULT_PARTITIONS
+
+    replay = verbs.add_parser(
+        "replay",
+        help="produce a CSV's samples to a Kafka topic as JSON messages",
+        description="Replay a recorded CSV into Kafka as the JSON the Kafka source reads, keyed by stream.",
     )
-    daemon.run(stop)
+    replay.add_argument("file", type=Path, help="CSV (timestamp,<channel>,...)")
+    replay.add_argument("--topic", required=True, help="topic to produce to (created if missing)")
+    replay.add_argument("--stream", help="stream id (default: the file name without extension)")
+    pacing = replay.add_mutually_exclusive_group()
+    pacing.add_argument("--rate", type=_positive_float, help="samples per second")
+    pacing.add_argument("--as-fast-as-possible", action="store_true", help="no pacing (the default)")
+    replay.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=1,
+        help="samples per message: 1 sends sample objects, more the columnar form (default 1)",
+    )
+    replay.add_argument(
+        "--bootstrap", help=f"Kafka host:port (default: ${BOOTSTRAP_ENV} or {DEFAULT_BOOTSTRAP})"
+    )
+    replay.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=DEFAULT_PARTITIONS,
+        help=f"partitions if the topic has to be created (default {DEFAULT_PARTITIONS}; replication 1)",
+    )
+    replay.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=CONNECT_TIMEOUT_S,
+        help=f"seconds to wait for the broker before giving up (default {CONNECT_TIMEOUT_S:g})",
+    )
+    replay.set_defaults(handler=_replay)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import os
+
+    from streamwatch.replay import ReplayError, bootstrap_from_env, replay_csv
+
+    if not args.verbose:
+        # kafka-python logs every retry against an unreachable broker; the outcome is reported in one line.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    try:
+        report = replay_csv(
+            args.file,
+            topic=args.topic,
+            stream=args.stream or args.file.stem,
+            bootstrap=args.bootstrap or bootstrap_from_env(os.environ),
+            batch=args.batch,
+            rate=args.rate,
+            partitions=args.partitions,
+            connect_timeout_s=args.connect_timeout,
+            clock=time.monotonic,
+            sleep=time.sleep,
+        )
+    except ReplayError as error:
+        print(f"streamwatch: replay failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("streamwatch: replay interrupted", file=sys.stderr)
+        return 130
+    print(f"streamwatch: {report.summary(args.topic)}", file=sys.stderr)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Four input shapes are understood:
 
-* JSON messages (`decode_json`): one sample object or an array of them.
+* JSON messages (`decode_json`): one sample object or an array of them; `decode_json_blocks` also takes
+  the columnar form (many samples of one stream per message) and returns array blocks for the bulk path.
 * InfluxDB line protocol (`decode_line_protocol`): one sample per line, full escaping grammar.
 * CSV files (`read_csv`, vectorised for million-row files) and single CSV lines (`decode_csv_line`).
 * Free-form log lines (`LogCounter`, `count_log_lines`): per-interval counts of events by level and pattern.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from streamwatch.records import Sample, iso_utc, parse_iso_utc
+from streamwatch.records import Sample, SampleBlock, iso_utc, parse_iso_utc
 
 CODEC_NAMES: tuple[str, ...] = ("json", "line", "csv", "log")
 
@@ -73,6 +75,12 @@ def _line_error(detail: str, raw: bytes, line: int) -> DecodeError:
 _MS_ABOVE = 1e11
 _US_ABOVE = 1e14
 _NS_ABOVE = 1e17
+# (exclusive lower, inclusive upper) magnitude bounds of the scaled units and their divisor to seconds.
+_EPOCH_UNIT_RANGES: tuple[tuple[float, float, float], ...] = (
+    (_MS_ABOVE, _US_ABOVE, 1e3),
+    (_US_ABOVE, _NS_ABOVE, 1e6),
+    (_NS_ABOVE, math.inf, 1e9),
+)
 
 
 def epoch_seconds(value: float) -> float:
@@ -92,11 +100,7 @@ def _epoch_seconds_array(values: Float64Array) -> Float64Array:
     """Vectorised `epoch_seconds` for float inputs; gives the same floats as the scalar version."""
     magnitude = np.abs(values)
     seconds = values.copy()
-    for lower, upper, divisor in (
-        (_MS_ABOVE, _US_ABOVE, 1e3),
-        (_US_ABOVE, _NS_ABOVE, 1e6),
-        (_NS_ABOVE, np.inf, 1e9),
-    ):
+    for lower, upper, divisor in _EPOCH_UNIT_RANGES:
         scaled = (magnitude > lower) & (magnitude <= upper)
         seconds[scaled] = values[scaled] / divisor
     return seconds
@@ -122,18 +126,28 @@ def decode_json(raw: bytes, *, default_stream: str | None = None) -> list[Sample
     metadata and ignored. The time is under `ts`, `time` or `timestamp`: ISO-8601 (naive = UTC) or an
     epoch number (unit by magnitude, see the module docstring).
     """
+    document = _json_document(raw)
+    if isinstance(document, dict):
+        return [_json_sample(document, raw, default_stream, where="")]
+    return _json_array_samples(document, raw, default_stream)
+
+
+def _json_document(raw: bytes) -> dict[str, Any] | list[Any]:
+    """Parse a message; anything but an object or an array is rejected here, once for every decoder."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc}", raw) from None
-    if isinstance(document, dict):
-        return [_json_sample(document, raw, default_stream, where="")]
-    if isinstance(document, list):
-        return [
-            _json_array_item(item, raw, default_stream, where=f"item {index}: ")
-            for index, item in enumerate(document)
-        ]
+    if isinstance(document, dict | list):
+        return document
     raise DecodeError(f"expected a sample object or an array of them, got {_json_type(document)}", raw)
+
+
+def _json_array_samples(items: list[Any], raw: bytes, default_stream: str | None) -> list[Sample]:
+    return [
+        _json_array_item(item, raw, default_stream, where=f"item {index}: ")
+        for index, item in enumerate(items)
+    ]
 
 
 def _json_array_item(item: object, raw: bytes, default_stream: str | None, *, where: str) -> Sample:
@@ -183,26 +197,35 @@ def _json_stream(obj: dict[str, Any], default_stream: str | None) -> str:
 
 
 def _json_time(obj: dict[str, Any]) -> float:
+    key = _json_time_key(obj)
+    return _json_time_value(obj[key], repr(key))
+
+
+def _json_time_key(obj: dict[str, Any]) -> str:
+    """Which of the time keys the object uses; exactly one must be present."""
     present = [key for key in JSON_TIME_KEYS if key in obj]
     if not present:
         raise _InvalidInputError(f"missing time (one of {', '.join(JSON_TIME_KEYS)})")
     if len(present) > 1:
         # Picking one silently could pick the wrong clock; the producer has to decide.
         raise _InvalidInputError(f"ambiguous time: {' and '.join(present)} are all given")
-    key = present[0]
-    value = obj[key]
+    return present[0]
+
+
+def _json_time_value(value: object, label: str) -> float:
+    """One JSON time (ISO-8601 string or epoch number) -> epoch seconds; `label` names it in errors."""
     if isinstance(value, str):
         try:
             return parse_iso_utc(value)
         except (ValueError, OverflowError):
-            raise _InvalidInputError(f"bad time in {key!r}: {value!r} is not ISO-8601") from None
+            raise _InvalidInputError(f"bad time in {label}: {value!r} is not ISO-8601") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _InvalidInputError(
-            f"bad time in {key!r}: expected an ISO-8601 string or epoch number, got {_json_type(value)}"
+            f"bad time in {label}: expected an ISO-8601 string or epoch number, got {_json_type(value)}"
         )
     seconds = epoch_seconds(value)
     if not math.isfinite(seconds):
-        raise _InvalidInputError(f"bad time in {key!r}: not finite")
+        raise _InvalidInputError(f"bad time in {label}: not finite")
     return seconds
 
 
@@ -253,6 +276,172 @@ def _json_channel_value(name: str, value: object) -> float:
     if isinstance(value, str):
         raise _InvalidInputError(f"channel {name!r} is a string, not a number")
     raise _InvalidInputError(f"channel {name!r} is not a number (got {_json_type(value)})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON -> SampleBlocks (the Kafka source's bulk path)
+# ---------------------------------------------------------------------------------------------------------
+
+_JSON_NUMBER_TYPES = frozenset((int, float))
+# Above this not every integer is a float64: converting first and dividing after could round twice.
+_FLOAT64_EXACT_INTS = 2.0**53
+# Measured crossover: below about this many ISO times, parsing each is faster than the vectorised parser's
+# fixed cost (it was built for million-row CSVs).
+_VECTORISED_ISO_FROM = 256
+
+
+def decode_json_blocks(raw: bytes, *, default_stream: str | None = None) -> list[SampleBlock]:
+    """Decode one JSON message into blocks of consecutive samples of one stream each.
+
+    Takes everything `decode_json` takes, with the same checks and errors, plus the columnar form for many
+    samples of one stream: `{"stream": ..., "ts": [t0, t1, ...], "values": {channel: [v0, v1, ...]}}`.
+    Its times (under `ts`, `time` or `timestamp`) are epoch numbers (unit by magnitude) or ISO-8601 strings;
+    every channel array is as long as the time array. A sample object gives a one-row block; an array of
+    sample objects one block per run of consecutive items with the same stream and channel set. Only the
+    message's structure is checked here: finiteness, order and lateness of samples are the engine's job.
+    """
+    document = _json_document(raw)
+    if isinstance(document, list):
+        return _sample_blocks(_json_array_samples(document, raw, default_stream))
+    if _columnar_time_key(document) is None:
+        return [_samples_block([_json_sample(document, raw, default_stream, where="")])]
+    try:
+        return [_columnar_block(document, default_stream)]
+    except _InvalidInputError as invalid:
+        raise DecodeError(invalid.reason, raw) from None
+
+
+def _columnar_time_key(obj: dict[str, Any]) -> str | None:
+    """The time key holding an array, which is what makes an object columnar; None for a sample object."""
+    for key in JSON_TIME_KEYS:
+        if isinstance(obj.get(key), list):
+            return key
+    return None
+
+
+def _columnar_block(obj: dict[str, Any], default_stream: str | None) -> SampleBlock:
+    stream = _json_stream(obj, default_stream)
+    key = _json_time_key(obj)
+    timestamps = _columnar_times(obj[key], key)
+    channels, values = _columnar_values(obj, key, len(timestamps))
+    return _frozen_block(stream, channels, timestamps, values)
+
+
+def _columnar_times(entries: list[Any], key: str) -> Float64Array:
+    if not entries:
+        raise _InvalidInputError(f"{key!r} is an empty array")
+    # One C-level pass over the types decides the path. It must be exact: float conversion would take a
+    # JSON true/false as 1.0/0.0 without a word.
+    types = set(map(type, entries))
+    if types <= _JSON_NUMBER_TYPES:
+        numbers = np.frombuffer(array("d", entries), dtype=np.float64)
+        return _epoch_seconds_column(numbers, entries, has_ints=int in types)
+    if types == {str} and len(entries) >= _VECTORISED_ISO_FROM:
+        iso = _iso_cells(entries)  # None unless all share one layout: then per entry, as below
+        if iso is not None:
+            return iso
+    # The scalar rule, entry by entry: for ISO strings, mixed forms, and to say which entry is bad and why.
+    return np.array(
+        [_json_time_value(entry, f"{key}[{index}]") for index, entry in enumerate(entries)], dtype=np.float64
+    )
+
+
+def _epoch_seconds_column(numbers: Float64Array, entries: list[Any], *, has_ints: bool) -> Float64Array:
+    """`epoch_seconds` of every entry, exactly as the scalar rule would give it, vectorised."""
+    low, high = float(numbers.min()), float(numbers.max())
+    largest_magnitude = max(-low, high)
+    if has_ints and largest_magnitude > _FLOAT64_EXACT_INTS:
+        # Nanosecond integers lost digits on the way to float64; the scalar rule divides the exact int.
+        return np.array([epoch_seconds(entry) for entry in entries], dtype=np.float64)
+    if largest_magnitude <= _MS_ABOVE:
+        return numbers  # already seconds: the common case costs two reductions and nothing else
+    for lower, upper, divisor in _EPOCH_UNIT_RANGES:
+        if lower < low and high <= upper:
+            return numbers / divisor  # one unit for the whole message: a single division
+    return _epoch_seconds_array(numbers)
+
+
+def _columnar_values(obj: dict[str, Any], time_key: str, rows: int) -> tuple[tuple[str, ...], Float32Array]:
+    if "values" not in obj:
+        raise _InvalidInputError("columnar form needs 'values': an object of channel -> array of numbers")
+    columns = obj["values"]
+    if not isinstance(columns, dict):
+        raise _InvalidInputError(
+            f"'values' must be an object of channel -> array of numbers, got {_json_type(columns)}"
+        )
+    if not columns:
+        raise _InvalidInputError("no channels: 'values' is an empty object")
+    for name, column in columns.items():
+        _check_column(name, column, time_key, rows)
+    return tuple(columns), _float32_columns(list(columns.values()), rows)
+
+
+def _check_column(name: str, column: object, time_key: str, rows: int) -> None:
+    label = f"values[{name!r}]"
+    if not isinstance(column, list):
+        raise _InvalidInputError(f"{label} must be an array of numbers, got {_json_type(column)}")
+    if len(column) != rows:
+        raise _InvalidInputError(f"{label} has {len(column)} entries, {time_key} has {rows}")
+    # Exact types, not a float conversion that would let true/false through as 1.0/0.0.
+    if not set(map(type, column)) <= _JSON_NUMBER_TYPES:
+        index, entry = next(
+            (index, entry) for index, entry in enumerate(column) if type(entry) not in _JSON_NUMBER_TYPES
+        )
+        raise _InvalidInputError(f"{label}[{index}]: expected a number, got {_json_type(entry)}")
+
+
+def _float32_columns(columns: list[list[Any]], rows: int) -> Float32Array:
+    """Channel columns of numbers -> (rows, channels) float32, converted in C."""
+    by_channel = np.frombuffer(_float32_buffer(columns), dtype=np.float32).reshape(len(columns), rows)
+    return np.ascontiguousarray(by_channel.T)
+
+
+def _float32_buffer(sequences: Iterable[list[Any]]) -> array[float]:
+    """Sequences of numbers -> packed float32, one C loop per sequence.
+
+    array("f") rounds each number to float32 through float64, as numpy's cast does, and (IEEE 754, which
+    CPython requires) takes a finite value beyond float32's range to inf without numpy's overflow warning:
+    whether values are finite is the engine's per-sample check, not a reason to drop the whole message.
+    """
+    flat = array("f")
+    for sequence in sequences:
+        flat.fromlist(sequence)
+    return flat
+
+
+def _sample_blocks(samples: list[Sample]) -> list[SampleBlock]:
+    """One block per maximal run of consecutive samples with the same stream and the same channel set."""
+    blocks: list[SampleBlock] = []
+    start = 0
+    for end in range(1, len(samples) + 1):
+        if end == len(samples) or not _same_series(samples[start], samples[end]):
+            blocks.append(_samples_block(samples[start:end]))
+            start = end
+    return blocks
+
+
+def _same_series(first: Sample, other: Sample) -> bool:
+    # keys() views compare as sets: the same channels in another order still belong to the same block.
+    return first.stream == other.stream and first.values.keys() == other.values.keys()
+
+
+def _samples_block(run: list[Sample]) -> SampleBlock:
+    """Samples of one stream and channel set -> a block, columns in the first sample's channel order."""
+    first = run[0]
+    channels = tuple(first.values)
+    rows = [[sample.values[name] for name in channels] for sample in run]
+    values = np.frombuffer(_float32_buffer(rows), dtype=np.float32).reshape(len(run), len(channels))
+    timestamps = np.array([sample.ts for sample in run], dtype=np.float64)
+    return _frozen_block(first.stream, channels, timestamps, values)
+
+
+def _frozen_block(
+    stream: str, channels: tuple[str, ...], timestamps: Float64Array, values: Float32Array
+) -> SampleBlock:
+    # Blocks travel through queues and windows by reference; read-only arrays make sharing them safe.
+    timestamps.setflags(write=False)
+    values.setflags(write=False)
+    return SampleBlock(stream, channels, timestamps, values)
 
 
 # ---------------------------------------------------------------------------------------------------------

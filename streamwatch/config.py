@@ -6,6 +6,7 @@ Every mistake is reported as `ConfigError` with the dotted key, what was wrong a
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -71,7 +72,115 @@ class FileSourceConfig(_Strict):
     log_interval_s: float = Field(default=60.0, gt=0)
 
 
-SourceConfig = Annotated[SimulateSourceConfig | FileSourceConfig, Field(discriminator="kind")]
+class KafkaSecurityConfig(_Strict):
+    """TLS and SASL for every Kafka client. Secrets never sit in the YAML: passwords are read from the named
+    environment variable or file when the clients are built."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password_env: str | None = None
+    ssl_password_file: Path | None = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None
+    sasl_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSecurityConfig:
+        if self.protocol.startswith("SASL"):
+            if self.sasl_mechanism is None or self.sasl_username is None:
+                raise ValueError(
+                    f"protocol {self.protocol} needs sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) "
+                    "and sasl_username"
+                )
+            if (self.sasl_password_env is None) == (self.sasl_password_file is None):
+                raise ValueError("give exactly one of sasl_password_env and sasl_password_file")
+        elif self.sasl_mechanism is not None:
+            raise ValueError(f"sasl_mechanism needs protocol SASL_PLAINTEXT or SASL_SSL, not {self.protocol}")
+        if self.ssl_password_env is not None and self.ssl_password_file is not None:
+            raise ValueError("give at most one of ssl_password_env and ssl_password_file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("a client certificate needs both ssl_certfile and ssl_keyfile")
+        return self
+
+
+class KafkaConfig(_Strict):
+    """The cluster every Kafka part (source, alert sink, dead letters) talks to."""
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
+    client_id: str = Field(default="streamwatch", min_length=1)
+    security: KafkaSecurityConfig = KafkaSecurityConfig()
+
+
+class KafkaTopicConfig(_Strict):
+    name: str = Field(min_length=1)
+    format: Literal["json", "line"] = "json"
+    # For JSON samples without a "stream" field.
+    default_stream: str | None = None
+    # Line protocol timestamp unit.
+    precision: Literal["ns", "us", "ms", "s"] = "ns"
+
+
+class StreamGroupRule(_Strict):
+    """Streams whose id matches the glob `match` share the model of `group`."""
+
+    match: str = Field(min_length=1)
+    group: str = Field(min_length=1)
+
+
+class KafkaSourceConfig(_Strict):
+    kind: Literal["kafka"] = "kafka"
+    topics: tuple[KafkaTopicConfig, ...] = ()
+    # Subscribe by regular expression instead (new matching topics are picked up), decoded as
+    # `pattern_format`.
+    topic_pattern: str | None = None
+    pattern_format: Literal["json", "line"] = "json"
+    group_id: str = Field(default="streamwatch", min_length=1)
+    # Static group membership (KIP-345): a restarted daemon gets its partitions back at once instead of after
+    # the session timeout. Must be unique per daemon; None uses the host name.
+    instance_id: str | None = None
+    delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    state_topic: str = Field(default="streamwatch.state", min_length=1)
+    models_topic: str = Field(default="streamwatch.models", min_length=1)
+    # Streams not matched by any rule share one model per topic.
+    groups: tuple[StreamGroupRule, ...] = ()
+    max_poll_records: int = Field(default=5000, ge=1)
+    poll_timeout_ms: int = Field(default=100, ge=0)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    transaction_timeout_ms: int = Field(default=10_000, ge=1000)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    @model_validator(mode="after")
+    def _one_subscription(self) -> KafkaSourceConfig:
+        if bool(self.topics) == (self.topic_pattern is not None):
+            raise ValueError("give either topics (a list) or topic_pattern (a regular expression)")
+        if self.topic_pattern is not None:
+            try:
+                re.compile(self.topic_pattern)
+            except re.error as error:
+                raise ValueError(f"topic_pattern is not a valid regular expression: {error}") from None
+        return self
+
+    def topic(self, name: str) -> KafkaTopicConfig:
+        """How to decode records of topic `name` (any topic the pattern matched uses the pattern's format)."""
+        for topic in self.topics:
+            if topic.name == name:
+                return topic
+        return KafkaTopicConfig(name=name, format=self.pattern_format)
+
+    def group_of(self, stream: str, topic: str) -> str:
+        for rule in self.groups:
+            if fnmatch.fnmatchcase(stream, rule.match):
+                return rule.group
+        return topic
+
+
+SourceConfig = Annotated[
+    SimulateSourceConfig | FileSourceConfig | KafkaSourceConfig, Field(discriminator="kind")
+]
 
 
 class WindowConfig(_Strict):
@@ -156,7 +265,23 @@ class JsonlSinkConfig(_Strict):
     include_quality: bool = False
 
 
-SinkConfig = Annotated[StdoutSinkConfig | JsonlSinkConfig, Field(discriminator="kind")]
+class KafkaSinkConfig(_Strict):
+    """Alert events to a topic (key = stream id). With a Kafka source they are written in the same
+    transaction as the offsets and the stream state: exactly once for read_committed readers."""
+
+    kind: Literal["kafka"] = "kafka"
+    topic: str = Field(default="streamwatch.alerts", min_length=1)
+
+
+class KafkaDeadLetterConfig(_Strict):
+    """Unusable records to a topic, unchanged, with the reason and origin in headers."""
+
+    kind: Literal["kafka"] = "kafka"
+    topic: str = Field(default="streamwatch.deadletter", min_length=1)
+
+
+SinkConfig = Annotated[StdoutSinkConfig | JsonlSinkConfig | KafkaSinkConfig, Field(discriminator="kind")]
+DeadLetterConfig = Annotated[JsonlSinkConfig | KafkaDeadLetterConfig, Field(discriminator="kind")]
 
 
 # Robust z (EW median + 8 x EW MAD of the stream's own normal scores), never below 2.5: window scores are
@@ -174,8 +299,16 @@ class StreamwatchConfig(_Strict):
     threshold: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLD))
     alerts: AlertsConfig = AlertsConfig()
     sinks: tuple[SinkConfig, ...] = (StdoutSinkConfig(),)
-    dead_letter: JsonlSinkConfig = JsonlSinkConfig(path=Path("streamwatch-deadletter.jsonl"))
+    dead_letter: DeadLetterConfig = JsonlSinkConfig(path=Path("streamwatch-deadletter.jsonl"))
+    kafka: KafkaConfig = KafkaConfig()
     scores_path: Path | None = None
+
+    @field_validator("dead_letter", mode="before")
+    @classmethod
+    def _dead_letter_file_by_default(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "jsonl", **value}
+        return value
 
     @field_validator("threshold")
     @classmethod
@@ -185,6 +318,18 @@ class StreamwatchConfig(_Strict):
 
     def threshold_config(self) -> ThresholdConfig:
         return threshold_from_dict(self.threshold)
+
+    @model_validator(mode="after")
+    def _kafka_outputs_with_kafka_source(self) -> StreamwatchConfig:
+        # Alerts and dead letters of a Kafka source go through its transaction; with another source they would
+        # need a separate producer, which the simulated and file sources do not have.
+        uses_kafka = any(sink.kind == "kafka" for sink in self.sinks) or self.dead_letter.kind == "kafka"
+        if uses_kafka and self.source.kind != "kafka":
+            raise ValueError(
+                f"Kafka sinks and dead letters need source.kind: kafka (the source is {self.source.kind}); "
+                "use stdout/jsonl sinks and a jsonl dead_letter instead"
+            )
+        return self
 
 
 # -- loading ---------------------------------------------------------------------------------------------
@@ -242,13 +387,26 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
+_UNION_TAGS = ("simulate", "file", "kafka", "stdout", "jsonl")
+
+
+def _yaml_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as the YAML keys, without the union-branch names it inserts after
+    `source`, `dead_letter` and each `sinks` item (a top-level `kafka` key stays)."""
+    parts: list[str] = []
+    for index, part in enumerate(loc):
+        before = loc[index - 1] if index > 0 else None
+        after_union = before in ("source", "dead_letter") or isinstance(before, int)
+        if part in _UNION_TAGS and after_union:
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
+
+
 def _explain(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        # Drop pydantic's union-branch names (e.g. 'simulate') so the path reads like the YAML keys.
-        path = ".".join(
-            str(part) for part in problem["loc"] if part not in ("simulate", "file", "stdout", "jsonl")
-        )
+        path = _yaml_path(problem["loc"]) or "(top level)"
         kind = problem["type"]
         if kind == "extra_forbidden":
             lines.append(f"{path}: unknown key; remove it or check its spelling against config.example.yaml")

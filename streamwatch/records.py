@@ -47,6 +47,20 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class SampleBlock:
+    """Consecutive samples of one stream as arrays: what bulk decoders produce and the engine's bulk path
+    takes. `values[i]` (one column per channel, in `channels` order) was observed at `timestamps[i]`."""
+
+    stream: str
+    channels: tuple[str, ...]
+    timestamps: npt.NDArray[np.float64]  # (N,)
+    values: FloatArray  # (N, len(channels)), float32
+
+    def __len__(self) -> int:
+        return int(self.timestamps.size)
+
+
+@dataclass(frozen=True, slots=True)
 class SourcePosition:
     """Where a record came from, carried into alert events (Kafka topic/partition/offset, file line...)."""
 

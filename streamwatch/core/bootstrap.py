@@ -62,6 +62,16 @@ class StreamSeries:
     values: FloatArray
 
 
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """What one stream needs to be scored by its group's model: its profile, the model's scores of its recent
+    normal windows (its threshold is fitted on them) and where its level reference stands."""
+
+    profile: StreamProfile
+    initial_scores: FloatArray
+    level: FloatArray
+
+
 @dataclass(slots=True)
 class GroupModel:
     """Everything a stream group needs to be scored: window spec, stream profiles, detector."""
@@ -75,6 +85,12 @@ class GroupModel:
     initial_scores: dict[str, FloatArray] = field(default_factory=dict)
     # Where each stream's level reference stands at the end of training (normalised units, per channel).
     level_references: dict[str, FloatArray] = field(default_factory=dict)
+
+    def start_of(self, stream: str) -> StreamStart | None:
+        """The start of a stream the model was trained on (None for any other stream)."""
+        if stream not in self.profiles:
+            return None
+        return StreamStart(self.profiles[stream], self.initial_scores[stream], self.level_references[stream])
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -167,6 +183,25 @@ def train_group(
     )
     initial = {stream: detector.score(windows).score for stream, windows in split.held_by_stream.items()}
     return GroupModel(version, spec, channels, profiles, detector, report, initial, split.references)
+
+
+def start_stream(model: GroupModel, series: StreamSeries, plan: TrainingPlan) -> StreamStart:
+    """Bring a stream the model was not trained on under it: fit its own profile, then let the model score its
+    normal windows (all unseen, so all of them calibrate its threshold), following its level as live."""
+    if series.channels != model.channels:
+        raise ValueError(f"stream channels {series.channels} differ from the group's {model.channels}")
+    profile = fit_profile(series.channels, series.timestamps, series.values)
+    normalised = cross_fitted(profile, series.timestamps, series.values)
+    length = model.spec.length
+    available = max(0, len(normalised) - length + 1)
+    if available < 4:
+        raise ValueError(f"need at least {length + 3} samples to start a stream, got {len(normalised)}")
+    stride = max(1, int(np.ceil(available / plan.max_calibration_windows)))
+    windows = sliding(normalised, length, stride)
+    start = np.zeros(len(model.channels), dtype=np.float32)
+    references, level = follow(windows.mean(axis=1), start, step_weight(model.spec.hop, stride))
+    scores = model.detector.score(windows - references[:, None, :]).score
+    return StreamStart(profile, scores, level)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ means event time, which makes offline runs reproducible).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamwatch.core.alerts import AlertConfig, AlertMachine
-from streamwatch.core.bootstrap import GroupModel
+from streamwatch.core.bootstrap import GroupModel, StreamStart
 from streamwatch.core.level import step_weight
 from streamwatch.core.profile import StreamProfile
 from streamwatch.core.thresholds import Threshold, ThresholdConfig, restore_threshold
@@ -75,31 +75,60 @@ class Engine:
 
     # -- models ------------------------------------------------------------------------------------------
     def install(self, group: str, model: GroupModel) -> None:
-        """Make `model` live for its streams; existing streams keep their windows and alert state.
+        """Make `model` live for its group and start (or re-start) every stream it was trained on."""
+        self.register(group, model)
+        for stream in model.profiles:
+            start = model.start_of(stream)
+            assert start is not None
+            self.start_stream(stream, group, start)
 
-        Thresholds are fitted anew on the model's own scores of held-out normal windows, because a new model
-        version scores on its own scale (a swap must cause neither a burst of alerts nor a blind spell).
-        """
+    def register(self, group: str, model: GroupModel) -> None:
+        """Make `model` the group's live model without starting any stream (a daemon owning only some of the
+        group's streams starts those it owns)."""
         self._models[group] = model
-        for stream, profile in model.profiles.items():
-            threshold = self._threshold_config.build()
-            threshold.fit(model.initial_scores[stream])
-            level = model.level_references[stream].copy()
-            weight = step_weight(model.spec.hop)
-            state = self._streams.get(stream)
-            if state is None:
-                self._streams[stream] = _StreamState(
-                    group,
-                    profile,
-                    Windower(stream, model.channels, model.spec),
-                    threshold,
-                    AlertMachine(stream, self._alert_config),
-                    level,
-                    weight,
-                )
-            else:
-                state.group, state.profile, state.threshold = group, profile, threshold
-                state.level, state.level_weight = level, weight
+
+    def start_stream(self, stream: str, group: str, start: StreamStart) -> None:
+        """Score `stream` with the group's registered model from now on; an existing stream keeps its windows
+        and alert state.
+
+        The threshold is fitted anew on the model's own scores of the stream's normal windows, because a new
+        model version scores on its own scale (a swap must cause neither a burst of alerts nor a blind spell).
+        """
+        model = self._models[group]
+        threshold = self._threshold_config.build()
+        threshold.fit(start.initial_scores)
+        level = start.level.copy()
+        weight = step_weight(model.spec.hop)
+        state = self._streams.get(stream)
+        if state is None:
+            self._streams[stream] = _StreamState(
+                group,
+                start.profile,
+                Windower(stream, model.channels, model.spec),
+                threshold,
+                AlertMachine(stream, self._alert_config),
+                level,
+                weight,
+            )
+        else:
+            state.group, state.profile, state.threshold = group, start.profile, threshold
+            state.level, state.level_weight = level, weight
+
+    def drop(self, stream: str) -> None:
+        """Forget a stream (its partition moved to another daemon, which restores it from the changelog)."""
+        self._streams.pop(stream, None)
+
+    def has_stream(self, stream: str) -> bool:
+        return stream in self._streams
+
+    def streams_of(self, group: str) -> list[str]:
+        return [stream for stream, state in self._streams.items() if state.group == group]
+
+    def channels_of(self, stream: str) -> tuple[str, ...]:
+        return self._streams[stream].windower.channels
+
+    def profile_of(self, stream: str) -> StreamProfile:
+        return self._streams[stream].profile
 
     def model(self, group: str) -> GroupModel | None:
         return self._models.get(group)
@@ -144,31 +173,45 @@ class Engine:
     ) -> EngineOutput:
         """Bulk path for in-order data of many streams (files, simulator, benchmarks): one scoring pass for
         all windows the chunks close; identical results to `process`."""
+        return self.process_blocks((stream, times, values, None) for stream, times, values in chunks)
+
+    def process_blocks(
+        self,
+        blocks: Iterable[
+            tuple[str, npt.NDArray[np.float64], FloatArray, Sequence[SourcePosition | None] | None]
+        ],
+    ) -> EngineOutput:
+        """`process_arrays` with, optionally, where each row came from: a rejected row is reported with its
+        own source so that the record it came from can be dead-lettered."""
         out = EngineOutput()
         windows: list[Window] = []
-        for stream, timestamps, values in chunks:
+        for stream, timestamps, values, sources in blocks:
             state = self._streams[stream]
             try:
                 produced = state.windower.push_array(timestamps, values)
             except RejectedSampleError:
-                # Something in the chunk is unusable: go row by row so only the bad samples are rejected,
+                # Something in the block is unusable: go row by row so only the bad samples are rejected,
                 # each with its own reason, and the rest is scored as usual.
-                rows = self._rows(stream, state.windower.channels, timestamps, values)
-                self._push_samples(rows, None, windows, out)
+                self._push_rows(stream, state.windower.channels, timestamps, values, sources, windows, out)
                 continue
             windows.extend(produced.windows)
             out.quality.extend(produced.quality)
         self._score(windows, out)
         return out
 
-    @staticmethod
-    def _rows(
-        stream: str, channels: tuple[str, ...], timestamps: npt.NDArray[np.float64], values: FloatArray
-    ) -> list[Sample]:
-        return [
-            Sample(stream, float(ts), dict(zip(channels, (float(v) for v in row), strict=True)))
-            for ts, row in zip(timestamps, values, strict=True)
-        ]
+    def _push_rows(
+        self,
+        stream: str,
+        channels: tuple[str, ...],
+        timestamps: npt.NDArray[np.float64],
+        values: FloatArray,
+        sources: Sequence[SourcePosition | None] | None,
+        windows: list[Window],
+        out: EngineOutput,
+    ) -> None:
+        for index, (ts, row) in enumerate(zip(timestamps, values, strict=True)):
+            sample = Sample(stream, float(ts), dict(zip(channels, (float(v) for v in row), strict=True)))
+            self._push_samples([sample], None if sources is None else sources[index], windows, out)
 
     def process_array(
         self, stream: str, timestamps: npt.NDArray[np.float64], values: FloatArray
@@ -252,12 +295,14 @@ class Engine:
             "level": state.level.tolist(),
         }
 
-    def restore(self, stream: str, snapshot: Mapping[str, Any]) -> None:
-        """Continue a stream from a snapshot; its group's model must be installed first."""
+    def restore(self, stream: str, snapshot: Mapping[str, Any], profile: StreamProfile | None = None) -> None:
+        """Continue a stream from a snapshot; its group's model must be registered first. The profile is the
+        given one, else the stream's current one, else the one the model was trained with."""
         group = snapshot["group"]
         model = self._models[group]
-        state = self._streams.get(stream)
-        profile = model.profiles[stream] if state is None else state.profile
+        if profile is None:
+            state = self._streams.get(stream)
+            profile = model.profiles[stream] if state is None else state.profile
         self._streams[stream] = _StreamState(
             group,
             profile,

@@ -16,23 +16,41 @@ from streamwatch.core.detector import WindowDetector
 from streamwatch.core.profile import StreamProfile
 from streamwatch.core.reconstructor import FitReport
 from streamwatch.core.windows import WindowSpec
-from streamwatch.models.store import ModelFileError, load_model, save_model
+from streamwatch.models.store import ModelFileError, load_model, model_from_bytes, model_to_bytes, save_model
 
 
 def save_group_model(path: Path, model: GroupModel) -> None:
-    extra = model.metadata()
-    extra["level_references"] = {stream: level.tolist() for stream, level in model.level_references.items()}
-    # Full precision: a reloaded model must fit exactly the thresholds the original did.
-    extra["initial_scores"] = {stream: scores.tolist() for stream, scores in model.initial_scores.items()}
-    save_model(path, model.detector.reconstructor, extra_metadata=extra)
+    save_model(path, model.detector.reconstructor, extra_metadata=_extra(model))
 
 
 def load_group_model(path: Path) -> GroupModel:
     reconstructor, extra = load_model(path)
+    return _checked_rebuild(reconstructor, extra, str(path))
+
+
+def group_model_to_bytes(model: GroupModel) -> bytes:
+    """The whole group model as one blob (the models topic's record value)."""
+    return model_to_bytes(model.detector.reconstructor, extra_metadata=_extra(model))
+
+
+def group_model_from_bytes(blob: bytes, *, where: str) -> GroupModel:
+    reconstructor, extra = model_from_bytes(blob, where=where)
+    return _checked_rebuild(reconstructor, extra, where)
+
+
+def _extra(model: GroupModel) -> dict[str, Any]:
+    extra = model.metadata()
+    extra["level_references"] = {stream: level.tolist() for stream, level in model.level_references.items()}
+    # Full precision: a reloaded model must fit exactly the thresholds the original did.
+    extra["initial_scores"] = {stream: scores.tolist() for stream, scores in model.initial_scores.items()}
+    return extra
+
+
+def _checked_rebuild(reconstructor: Any, extra: dict[str, Any], where: str) -> GroupModel:
     try:
         return _rebuild(reconstructor, extra)
     except (KeyError, TypeError, ValueError) as error:
-        raise ModelFileError(f"{path}: not a streamwatch group model ({error!r})") from None
+        raise ModelFileError(f"{where}: not a streamwatch group model ({error!r})") from None
 
 
 def _rebuild(reconstructor: Any, extra: dict[str, Any]) -> GroupModel:

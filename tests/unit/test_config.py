@@ -51,6 +51,7 @@ def test_environment_variables_expand_and_missing_ones_are_named(monkeypatch: py
     config = parse_config({"sinks": [{"kind": "jsonl", "path": "${SW_ALERTS}"}, {"kind": "stdout"}]})
     assert str(config.sinks[0].path) == "/tmp/a.jsonl"  # type: ignore[union-attr]
     defaulted = parse_config({"dead_letter": {"path": "${SW_NOPE:-dl.jsonl}"}})
+    assert defaulted.dead_letter.kind == "jsonl"
     assert str(defaulted.dead_letter.path) == "dl.jsonl"
     with pytest.raises(ConfigError, match=r"dead_letter\.path: environment variable SW_NOPE is not set"):
         parse_config({"dead_letter": {"path": "${SW_NOPE}"}})

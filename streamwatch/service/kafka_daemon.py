@@ -1,0 +1,790 @@
+"""The daemon on Kafka: poll a batch, score it, and commit alerts, stream state and offsets together.
+
+Exactly once (the default): every poll batch ends in one Kafka transaction holding the batch's alert events,
+its dead letters, the changed per-stream state (on the compacted state changelog) and the consumer offsets.
+After a crash the successor - the restarted daemon, or another member of the consumer group - restores the
+streams of its partitions from the changelog and resumes from the committed offsets, which describe exactly
+the same moment: a `read_committed` reader of the alert topic sees each alert once. At least once (for
+clusters without transactions): the same records are written and flushed, then the offsets are committed;
+a crash in between repeats events, with the same `alert_id`s.
+
+Streams that are not scored yet wait in `Onboarding`; models are trained, and streams started under them,
+on a background thread so that scoring never stops. Models are shared through the models topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.structs import OffsetAndMetadata
+
+from streamwatch.config import KafkaSourceConfig, StreamwatchConfig
+from streamwatch.core.bootstrap import GroupModel, StreamSeries, StreamStart, start_stream, train_group
+from streamwatch.core.engine import Engine, EngineOutput
+from streamwatch.core.onboarding import ChannelMismatchError, Onboarding
+from streamwatch.core.profile import StreamProfile
+from streamwatch.io.sinks import DeadLetterFile, Sink
+from streamwatch.kafka import changelog, clients, topics, wire
+from streamwatch.kafka.batch import BatchDecoder, DecodedBatch, StreamRows, align
+from streamwatch.kafka.models_topic import ModelsTopic, Publication, version_number
+from streamwatch.offline import reconstructor_factory
+from streamwatch.records import SourcePosition
+
+log = logging.getLogger("streamwatch.kafka")
+
+_RETRY_S = 2.0
+Block = tuple[str, Any, Any, Sequence[SourcePosition | None] | None]
+
+
+@dataclass(slots=True)
+class KafkaStats:
+    batches: int = 0
+    records: int = 0
+    samples: int = 0
+    windows: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    transactions: int = 0
+    recoveries: int = 0
+    restored_streams: int = 0
+    models: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Job:
+    """Background work for one group: train its first model, or start waiting streams under its model."""
+
+    group: str
+    series: dict[str, StreamSeries]
+    future: Future[tuple[GroupModel, str | None, dict[str, StreamStart]]]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Notes what the group coordinator moved. kafka-python calls this on its network thread, where no
+    blocking consumer call may be made, so the daemon acts on it (restores state) right after the poll."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.revoked: set[TopicPartition] = set()
+        self.assigned: set[TopicPartition] = set()
+        self._clock = clock
+        # Since when a (re)join has been going on without an assignment (None: we have one, maybe empty).
+        self.joining_since: float | None = clock()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.revoked |= set(revoked)
+        self.assigned -= set(revoked)
+        if self.joining_since is None:
+            self.joining_since = self._clock()
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assigned |= set(assigned)
+        self.joining_since = None
+
+    def stuck_for(self) -> float:
+        return 0.0 if self.joining_since is None else self._clock() - self.joining_since
+
+    def take(self) -> tuple[set[TopicPartition], set[TopicPartition]]:
+        revoked, assigned = self.revoked, self.assigned
+        self.revoked, self.assigned = set(), set()
+        return revoked, assigned
+
+
+class KafkaDaemon:
+    def __init__(
+        self,
+        config: StreamwatchConfig,
+        *,
+        sinks: Sequence[Sink],
+        dead_letter_file: DeadLetterFile | None,
+        clock: Callable[[], float],
+    ) -> None:
+        if config.source.kind != "kafka":
+            raise ValueError("KafkaDaemon needs source.kind: kafka")
+        self._config = config
+        self._source: KafkaSourceConfig = config.source
+        self._instance = self._source.instance_id or socket.gethostname()
+        self._exactly_once = self._source.delivery == "exactly_once"
+        self._alert_topics = [sink.topic for sink in config.sinks if sink.kind == "kafka"]
+        self._local_sinks = sinks
+        self._dead_letter_topic = config.dead_letter.topic if config.dead_letter.kind == "kafka" else None
+        self._dead_letter_file = dead_letter_file
+        self._clock = clock
+        self._engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build(), clock=clock)
+        self._onboarding = Onboarding(
+            config.detector.training.bootstrap_samples, lateness_s=config.detector.window.lateness_s
+        )
+        self._decoder = BatchDecoder(self._source)
+        self._origin: dict[str, TopicPartition] = {}
+        # Per input partition, one past the last record processed; records before it that arrive again
+        # (the committed offset stays at samples still waiting) only refill the waiting streams.
+        self._processed: dict[TopicPartition, int] = {}
+        # Per waiting stream, the offset of its first waiting sample: offsets are committed no further, so
+        # a crash or a rebalance before it starts delivers its samples again instead of losing them.
+        self._held: dict[str, int] = {}
+        self._carry: list[Block] = []
+        self._dirty_profiles: set[str] = set()
+        self._jobs: dict[str, _Job] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamwatch-train")
+        self._state_partitions = 1
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._reader: KafkaConsumer | None = None
+        self._models: ModelsTopic | None = None
+        self._assigned: set[TopicPartition] = set()
+        self._rebalance = _Rebalance(time.monotonic)
+        self.stats = KafkaStats()
+        self.ready = threading.Event()
+        if config.detector.torch_threads is not None:
+            from streamwatch.models import configure_torch
+
+            configure_torch(config.detector.torch_threads)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        try:
+            self._connect(stop)
+            while not stop.is_set():
+                self._step()
+        finally:
+            self._close()
+
+    def _connect(self, stop: threading.Event) -> None:
+        """Set up the topics and clients, retrying while the cluster cannot be reached."""
+        while not stop.is_set():
+            try:
+                self._setup()
+                return
+            except (KafkaError, TimeoutError, OSError) as error:
+                log.warning("Kafka not ready (%s); retrying in %.0fs", error, _RETRY_S)
+                self._close_clients()
+                stop.wait(_RETRY_S)
+
+    def _setup(self) -> None:
+        kafka = self._config.kafka
+        admin = clients.admin(kafka)
+        try:
+            self._state_partitions = self._ensure_topics(admin)
+        finally:
+            admin.close()
+        self._reader = clients.reader(kafka)
+        self._models = ModelsTopic(
+            clients.reader(kafka, isolation_level="read_uncommitted"),
+            clients.plain_producer(kafka, large=True),
+            self._source.models_topic,
+            self._instance,
+        )
+        self._register(self._models.catch_up())
+        self._producer = self._new_producer()
+        self._consumer = self._subscribed_consumer()
+        log.info(
+            "consuming %s as %s/%s, %s",
+            self._subscription(),
+            self._source.group_id,
+            self._instance,
+            self._source.delivery.replace("_", "-"),
+        )
+        self.ready.set()
+
+    def _subscribed_consumer(self) -> KafkaConsumer:
+        consumer = clients.source_consumer(self._config.kafka, self._source, self._instance)
+        self._await_input_metadata(consumer)
+        self._rebalance = _Rebalance(time.monotonic)
+        if self._source.topic_pattern is not None:
+            consumer.subscribe(pattern=self._source.topic_pattern, listener=self._rebalance)
+        else:
+            consumer.subscribe(topics=[topic.name for topic in self._source.topics], listener=self._rebalance)
+        return consumer
+
+    def _unstick(self) -> bool:
+        """kafka-python was seen (rarely, right after start) to complete a rejoin without ever handing out the
+        assignment, leaving the daemon idle for good. A join that takes far longer than the session timeout
+        is that: start over with a fresh consumer (same member id, so the group simply takes it back)."""
+        limit = max(20.0, 3 * self._source.session_timeout_ms / 1000)
+        if self._rebalance.stuck_for() < limit:
+            return False
+        log.warning(
+            "no partition assignment for %.0fs: re-creating the consumer", self._rebalance.stuck_for()
+        )
+        assert self._consumer is not None
+        self.release(set(self._assigned))
+        self._consumer.close(autocommit=False)
+        self._consumer = self._subscribed_consumer()
+        return True
+
+    def _await_input_metadata(self, consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
+        """Join the group only once the input topics' partitions are known: kafka-python, joining while a
+        fresh topic's metadata is still missing, was seen to end up with no partitions for minutes."""
+        deadline = time.monotonic() + timeout_s
+        for topic in self._source.topics:
+            while not consumer.partitions_for_topic(topic.name):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"input topic {topic.name} has no partitions (does it exist?)")
+                time.sleep(0.2)
+
+    def _subscription(self) -> str:
+        if self._source.topic_pattern is not None:
+            return f"topics matching {self._source.topic_pattern!r}"
+        return ", ".join(topic.name for topic in self._source.topics)
+
+    def _ensure_topics(self, admin: Any) -> int:
+        inputs = [topic.name for topic in self._source.topics]
+        existing = set(admin.list_topics())
+        partitions = max([topics.partition_count(admin, name) for name in inputs if name in existing] or [1])
+        specs = [topics.models_topic(self._source.models_topic)]
+        specs += [topics.TopicSpec(name, partitions) for name in self._alert_topics]
+        if self._dead_letter_topic is not None:
+            specs.append(topics.TopicSpec(self._dead_letter_topic, partitions))
+        if self._source.state_topic not in existing:
+            specs.append(topics.state_topic(self._source.state_topic, max(partitions, 1)))
+        topics.ensure_topics(admin, specs)
+        return topics.partition_count(admin, self._source.state_topic)
+
+    def _new_producer(self) -> KafkaProducer:
+        kafka = self._config.kafka
+        if not self._exactly_once:
+            return clients.plain_producer(kafka)
+        producer = clients.transactional_producer(kafka, self._source, self._instance)
+        # Fences a previous incarnation with the same transactional id and aborts what it left open.
+        producer.init_transactions()
+        return producer
+
+    def _close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._close_clients()
+        for sink in self._local_sinks:
+            sink.close()
+        if self._dead_letter_file is not None:
+            self._dead_letter_file.close()
+        log.info(
+            "stopped: %d records, %d samples, %d windows, %d alert events, %d dead letters, %d transactions",
+            self.stats.records,
+            self.stats.samples,
+            self.stats.windows,
+            self.stats.alerts,
+            self.stats.dead_letters,
+            self.stats.transactions,
+        )
+
+    def _close_clients(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except KafkaError as error:
+                log.warning("closing the consumer: %s", error)
+        for client in (self._producer, self._reader):
+            if client is not None:
+                client.close(timeout=5) if isinstance(client, KafkaProducer) else client.close()
+        self._consumer = self._producer = self._reader = None
+
+    # -- one step ----------------------------------------------------------------------------------------
+    def _step(self) -> None:
+        assert self._consumer is not None and self._models is not None
+        self._register(self._models.poll())
+        self._collect_jobs()
+        batch = self._consumer.poll(
+            timeout_ms=self._source.poll_timeout_ms, max_records=self._source.max_poll_records
+        )
+        revoked, assigned = self._rebalance.take()
+        if self._unstick():
+            return
+        if revoked or assigned:
+            self.release(revoked)
+            claimed = self.claim(assigned)
+            # What was fetched for a claimed partition predates its positioning: it is fetched again.
+            batch = {
+                tp: records for tp, records in batch.items() if tp in self._assigned and tp not in claimed
+            }
+        if not batch and not self._carry and not self._dirty_profiles:
+            self._schedule_jobs()
+            return
+        decoded = self._decoder.decode(batch)
+        out, changed, rejected = self._apply(decoded)
+        self._commit(out, changed, rejected, self._commit_points())
+        self._emit_locally(out, rejected)
+        self._schedule_jobs()
+
+    def _apply(
+        self, decoded: DecodedBatch
+    ) -> tuple[EngineOutput, set[str], list[tuple[ConsumerRecord, str]]]:
+        self.stats.batches += 1
+        self.stats.records += decoded.records
+        self.stats.samples += decoded.samples
+        rejected = [(record, reason) for record, reason in decoded.rejected if not self._seen(record)]
+        blocks: list[Block] = []
+        unusable: list[tuple[SourcePosition, str]] = []
+        for rows in decoded.streams:
+            self._origin[rows.stream] = rows.origin
+            if self._engine.has_stream(rows.stream):
+                fresh = rows.after(self._processed.get(rows.origin, 0) - 1)
+                if fresh is not None:
+                    unusable += self._score_rows(fresh, blocks)
+            else:
+                unusable += self._wait(rows)
+        for tp, offset in decoded.offsets.items():
+            self._processed[tp] = max(offset, self._processed.get(tp, 0))
+        # Streams started since the last batch (or just now) first: their samples are older than the batch's.
+        blocks = self._carry + blocks
+        self._carry = []
+        out = self._engine.process_blocks(blocks)
+        self.stats.windows += len(out.scores)
+        self.stats.alerts += len(out.alerts)
+        changed = {block[0] for block in blocks}
+        positions: dict[SourcePosition, list[str]] = {}
+        for position, reason in unusable:
+            positions.setdefault(position, []).append(reason)
+        unplaced: dict[str, list[str]] = {}
+        for rejection in out.rejected:
+            if rejection.source is not None:
+                positions.setdefault(rejection.source, []).append(rejection.reason)
+            else:
+                unplaced.setdefault(rejection.sample.stream, []).append(rejection.reason)
+        for stream, reasons in unplaced.items():
+            log.warning(
+                "%s: %d samples that waited for the stream to start were unusable (first: %s)",
+                stream,
+                len(reasons),
+                reasons[0],
+            )
+        rejected += self._records_at(decoded, positions)
+        return out, changed, rejected
+
+    def _seen(self, record: ConsumerRecord) -> bool:
+        """Whether a record was processed before (it arrives again because offsets are held back)."""
+        return bool(record.offset < self._processed.get(TopicPartition(record.topic, record.partition), 0))
+
+    def _score_rows(self, rows: StreamRows, blocks: list[Block]) -> list[tuple[SourcePosition, str]]:
+        channels = self._engine.channels_of(rows.stream)
+        aligned = align(rows, channels)
+        if aligned is None:
+            return self._all_rows(rows, self._channel_reason(rows, channels))
+        blocks.append((rows.stream, aligned.timestamps, aligned.values, aligned.positions))
+        return []
+
+    def _wait(self, rows: StreamRows) -> list[tuple[SourcePosition, str]]:
+        """Queue (or, if its model knows it, start) a stream that is not scored yet; returns the positions
+        of records holding samples that cannot be used, with the reasons (only for records seen first)."""
+        group = self._source.group_of(rows.stream, rows.origin.topic)
+        model = self._engine.model(group)
+        start = None if model is None else model.start_of(rows.stream)
+        seen_until = self._processed.get(rows.origin, 0)
+        if start is not None and not self._onboarding.is_waiting(rows.stream):
+            # The live model was trained on this stream: it can be scored from its very first sample.
+            self._engine.start_stream(rows.stream, group, start)
+            self._dirty_profiles.add(rows.stream)
+            self._held.pop(rows.stream, None)
+            fresh = rows.after(seen_until - 1)
+            return [] if fresh is None else self._score_rows(fresh, self._carry)
+        expected = self._onboarding.channels_of(group) or rows.channels
+        aligned = align(rows, expected)
+        if aligned is None:
+            return self._fresh_only(rows, self._all_rows(rows, self._channel_reason(rows, expected)))
+        try:
+            refused = self._onboarding.add(group, rows.stream, expected, aligned.timestamps, aligned.values)
+        except ChannelMismatchError as error:
+            return self._fresh_only(rows, self._all_rows(rows, str(error)))
+        self._held.setdefault(rows.stream, int(rows.offsets[0]))
+        return self._fresh_only(rows, [(rows.positions[row], reason) for row, reason in refused])
+
+    def _fresh_only(
+        self, rows: StreamRows, problems: list[tuple[SourcePosition, str]]
+    ) -> list[tuple[SourcePosition, str]]:
+        """Problems of records not dead-lettered before (records arriving again were, the first time)."""
+        seen_until = self._processed.get(rows.origin, 0)
+        return [(position, reason) for position, reason in problems if position.offset >= seen_until]
+
+    def _commit_points(self) -> dict[TopicPartition, int]:
+        """Per owned partition, the offset to commit: what was processed, but never past a sample that still
+        waits for its stream to start."""
+        points = dict(self._processed)
+        for stream, offset in self._held.items():
+            origin = self._origin[stream]
+            if origin in points:
+                points[origin] = min(points[origin], offset)
+        return points
+
+    @staticmethod
+    def _all_rows(rows: StreamRows, reason: str) -> list[tuple[SourcePosition, str]]:
+        return [(position, reason) for position in rows.record_positions()]
+
+    @staticmethod
+    def _channel_reason(rows: StreamRows, expected: tuple[str, ...]) -> str:
+        got = list(rows.channels)
+        return f"wrong shape: stream {rows.stream!r} has channels {got}, expected {list(expected)}"
+
+    @staticmethod
+    def _records_at(
+        decoded: DecodedBatch, positions: dict[SourcePosition, list[str]]
+    ) -> list[tuple[ConsumerRecord, str]]:
+        if not positions:
+            return []
+        found: list[tuple[ConsumerRecord, str]] = []
+        for record in decoded.records_by_position(set(positions)):
+            reasons = positions[SourcePosition(record.topic, record.partition, record.offset)]
+            more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            found.append((record, reasons[0] + more))
+        return found
+
+    # -- committing --------------------------------------------------------------------------------------
+    def _commit(
+        self,
+        out: EngineOutput,
+        changed: set[str],
+        rejected: list[tuple[ConsumerRecord, str]],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        try:
+            if self._exactly_once:
+                self._commit_transaction(out, changed, rejected, offsets)
+            else:
+                self._commit_at_least_once(out, changed, rejected, offsets)
+        except KafkaError as error:
+            log.warning("commit failed (%s); rewinding to the last committed state", error)
+            self._recover()
+            return
+        self.stats.transactions += 1
+        self.stats.dead_letters += len(rejected)
+        self._dirty_profiles.clear()
+
+    def _commit_transaction(
+        self,
+        out: EngineOutput,
+        changed: set[str],
+        rejected: list[tuple[ConsumerRecord, str]],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        assert self._producer is not None and self._consumer is not None
+        self._producer.begin_transaction()
+        self._send_outputs(out, changed, rejected, offsets)
+        if offsets:
+            self._producer.send_offsets_to_transaction(
+                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()},
+                self._consumer.group_metadata(),
+            )
+        self._retry_timeouts(self._producer.commit_transaction)
+
+    def _commit_at_least_once(
+        self,
+        out: EngineOutput,
+        changed: set[str],
+        rejected: list[tuple[ConsumerRecord, str]],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        assert self._producer is not None and self._consumer is not None
+        self._send_outputs(out, changed, rejected, offsets)
+        self._retry_timeouts(self._producer.flush)
+        if offsets:
+            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+
+    @staticmethod
+    def _retry_timeouts(action: Callable[[], object]) -> None:
+        # A broker that is restarting makes these time out; what was sent is still in the producer, so waiting
+        # longer loses nothing. Any other error is the caller's to recover from.
+        while True:
+            try:
+                action()
+                return
+            except KafkaTimeoutError as error:
+                log.warning("Kafka is slow or down (%s); still trying", error)
+
+    def _send_outputs(
+        self,
+        out: EngineOutput,
+        changed: set[str],
+        rejected: list[tuple[ConsumerRecord, str]],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        producer = self._producer
+        assert producer is not None
+        for topic in self._alert_topics:
+            for event in out.alerts:
+                key, value, headers = wire.alert_record(event)
+                producer.send(topic, key=key, value=value, headers=headers)
+        if self._dead_letter_topic is not None:
+            for record, reason in rejected:
+                dead_key, dead_value, dead_headers = wire.dead_letter_record(record, reason)
+                producer.send(self._dead_letter_topic, key=dead_key, value=dead_value, headers=dead_headers)
+        for tp, offset in offsets.items():
+            partition = changelog.changelog_partition(tp, self._state_partitions)
+            producer.send(
+                self._source.state_topic,
+                key=changelog.checkpoint_key(tp),
+                value=changelog.checkpoint_value(tp, offset, self._processed.get(tp, offset)),
+                partition=partition,
+            )
+        # A stream started or moved to a new model since the last commit has new state even without samples.
+        started = {stream for stream in self._dirty_profiles if self._engine.has_stream(stream)}
+        for stream in changed | started:
+            self._send_state(
+                stream,
+                changelog.STATE,
+                changelog.state_value(self._origin[stream], self._engine.snapshot(stream)),
+            )
+        for stream in started:
+            profile = self._engine.profile_of(stream).to_json()
+            self._send_state(
+                stream, changelog.PROFILE, changelog.profile_value(self._origin[stream], profile)
+            )
+
+    def _send_state(self, stream: str, kind: str, value: bytes) -> None:
+        assert self._producer is not None
+        partition = changelog.changelog_partition(self._origin[stream], self._state_partitions)
+        self._producer.send(
+            self._source.state_topic, key=(kind + stream).encode(), value=value, partition=partition
+        )
+
+    def _emit_locally(self, out: EngineOutput, rejected: list[tuple[ConsumerRecord, str]]) -> None:
+        if out.alerts or out.quality:
+            for sink in self._local_sinks:
+                sink.emit(out.alerts, out.quality)
+        if self._dead_letter_file is not None:
+            for record, reason in rejected:
+                source = SourcePosition(record.topic, record.partition, record.offset)
+                self._dead_letter_file.put(record.value or b"", reason, source)
+
+    def _recover(self) -> None:
+        """After a failed commit: a fresh producer (fencing the old one's open transaction), then every owned
+        stream back to its committed state and every partition back to its committed offset."""
+        self.stats.recoveries += 1
+        if self._producer is not None:
+            self._producer.close(timeout=0)
+            self._producer = None
+        while self._producer is None:
+            try:
+                self._producer = self._new_producer()
+            except KafkaError as error:
+                log.warning("cannot re-create the producer yet (%s)", error)
+                time.sleep(_RETRY_S)
+        owned = set(self._assigned)
+        self.release(owned)
+        self.claim(owned)
+
+    # -- partitions --------------------------------------------------------------------------------------
+    def release(self, revoked: set[TopicPartition]) -> None:
+        """Partitions leave this daemon: forget their streams (the batch before was committed already)."""
+        self._assigned -= revoked
+        gone = [stream for stream, origin in self._origin.items() if origin in revoked]
+        for stream in gone:
+            self._engine.drop(stream)
+            self._onboarding.drop(stream)
+            self._held.pop(stream, None)
+            del self._origin[stream]
+        for tp in revoked:
+            self._processed.pop(tp, None)
+        self._carry = [block for block in self._carry if block[0] not in gone]
+        self._dirty_profiles.difference_update(gone)
+        if revoked:
+            log.info("released %d partitions (%d streams)", len(revoked), len(gone))
+
+    def claim(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
+        """Partitions arrive: restore their streams from the changelog and resume at the committed offsets
+        (which the state is that of) before anything is scored. Returns the partitions claimed anew."""
+        assert self._reader is not None and self._models is not None and self._consumer is not None
+        new = assigned - self._assigned
+        self._assigned |= assigned
+        if not new:
+            return new
+        self._register(self._models.catch_up())
+        # read_committed: the fetch waits for a pending transactional offset commit (KIP-447).
+        committed = {tp: self._committed(tp) for tp in new}
+        restored = changelog.restore(
+            self._reader,
+            self._source.state_topic,
+            self._state_partitions,
+            committed,
+            exact=self._exactly_once,
+        )
+        self._processed.update(restored.processed)
+        for tp, offset in committed.items():
+            self._resume_at(tp, offset)
+        count = 0
+        for stream, entry in restored.streams.items():
+            if entry.state is not None and self._restore_stream(stream, entry):
+                count += 1
+        self.stats.restored_streams += count
+        log.info(
+            "claimed %d partitions: %d streams restored from %d changelog records",
+            len(new),
+            count,
+            restored.records,
+        )
+        return new
+
+    def _resume_at(self, tp: TopicPartition, committed: int | None) -> None:
+        # kafka-python keeps a partition's fetch position across a rebalance that hands it back; the state
+        # just restored belongs to the committed offset, so that is where reading must go on.
+        assert self._consumer is not None
+        if committed is not None:
+            self._consumer.seek(tp, committed)
+        elif self._source.auto_offset_reset == "earliest":
+            self._consumer.seek_to_beginning(tp)
+        else:
+            self._consumer.seek_to_end(tp)
+
+    def _committed(self, tp: TopicPartition) -> int | None:
+        assert self._consumer is not None
+        offset = self._consumer.committed(tp)
+        return None if offset is None else int(offset)
+
+    def _restore_stream(self, stream: str, entry: changelog.RestoredStream) -> bool:
+        assert entry.state is not None
+        group = entry.state.get("group")
+        model = self._engine.model(str(group))
+        if model is None or model.version != entry.state.get("model_version"):
+            log.warning(
+                "state of %s is for model %s of %s, which is not live: starting it afresh",
+                stream,
+                entry.state.get("model_version"),
+                group,
+            )
+            return False
+        profile = None if entry.profile is None else StreamProfile.from_json(entry.profile)
+        if profile is None and stream not in model.profiles:
+            log.warning("no profile for %s in the changelog: starting it afresh", stream)
+            return False
+        self._engine.restore(stream, entry.state, profile)
+        self._origin[stream] = entry.origin
+        self._onboarding.drop(stream)
+        return True
+
+    # -- models ------------------------------------------------------------------------------------------
+    def _register(self, publications: list[Publication]) -> None:
+        for publication in publications:
+            group, model = publication.group, publication.model
+            current = self._engine.model(group)
+            if current is not None and version_number(model.version) <= version_number(current.version):
+                continue
+            self._engine.register(group, model)
+            self.stats.models[group] = model.version
+            restarted, waiting = self._move_streams_to(group, model)
+            log.info(
+                "group %s: model %s is live (%d streams carried over, %d to start afresh)",
+                group,
+                model.version,
+                restarted,
+                waiting,
+            )
+
+    def _move_streams_to(self, group: str, model: GroupModel) -> tuple[int, int]:
+        """Streams scored under the group's previous model continue under the new one: those it was trained
+        on keep their windows and alert state and get thresholds on the new model's scale; the others start
+        afresh (their profile and threshold need recent data under the new model)."""
+        restarted = waiting = 0
+        for stream in self._engine.streams_of(group):
+            start = model.start_of(stream)
+            if start is not None:
+                self._engine.start_stream(stream, group, start)
+                self._dirty_profiles.add(stream)
+                restarted += 1
+            else:
+                self._engine.drop(stream)
+                waiting += 1
+        return restarted, waiting
+
+    def _schedule_jobs(self) -> None:
+        for group in self._onboarding.groups():
+            if group in self._jobs:
+                continue
+            model = self._engine.model(group)
+            if model is None:
+                series = self._onboarding.take_training_set(group)
+                if series:
+                    log.info("training the first model of group %s on %d streams", group, len(series))
+                    self._jobs[group] = _Job(group, series, self._executor.submit(self._train, group, series))
+            else:
+                series = self._onboarding.take_startable(group)
+                if series:
+                    self._jobs[group] = _Job(group, series, self._executor.submit(self._start, model, series))
+
+    def _train(
+        self, group: str, series: dict[str, StreamSeries]
+    ) -> tuple[GroupModel, str | None, dict[str, StreamStart]]:
+        detector = self._config.detector
+        model = train_group(
+            series,
+            version=f"{detector.model}@1",
+            shape=detector.window.shape(),
+            plan=detector.training.plan(progress=False),
+            factory=reconstructor_factory(detector),
+        )
+        assert self._models is not None
+        key = self._models.publish(group, model)
+        return model, key, {}
+
+    def _start(
+        self, model: GroupModel, series: dict[str, StreamSeries]
+    ) -> tuple[GroupModel, str | None, dict[str, StreamStart]]:
+        plan = self._config.detector.training.plan(progress=False)
+        starts: dict[str, StreamStart] = {}
+        for stream, item in series.items():
+            start = model.start_of(stream)
+            try:
+                starts[stream] = start if start is not None else start_stream(model, item, plan)
+            except ValueError as error:
+                log.warning("cannot start %s yet: %s", stream, error)
+        return model, None, starts
+
+    def _collect_jobs(self) -> None:
+        for group, job in list(self._jobs.items()):
+            if not job.future.done():
+                continue
+            try:
+                model, key, starts = job.future.result()
+            except Exception:  # a failed training must not take the daemon down; the data waits for a retry
+                log.exception("background work for group %s failed", group)
+                del self._jobs[group]
+                self._give_back(group, job.series)
+                continue
+            if key is not None:
+                # Trained here: wait until the models topic says whose model won (ours, or one published
+                # before it), then start the streams under the winner like any others.
+                if self._engine.model(group) is None:
+                    continue
+                del self._jobs[group]
+                self._give_back(group, job.series)
+                continue
+            del self._jobs[group]
+            if self._engine.model(group) is not model:
+                self._give_back(group, job.series)
+                continue
+            self._start_streams(group, starts, job.series)
+
+    def _give_back(self, group: str, series: dict[str, StreamSeries]) -> None:
+        """Samples of an abandoned start wait again, unless their stream moved away or started meanwhile."""
+        waiting = {
+            stream: item
+            for stream, item in series.items()
+            if stream in self._origin and not self._engine.has_stream(stream)
+        }
+        self._onboarding.give_back(group, waiting)
+
+    def _start_streams(
+        self, group: str, starts: dict[str, StreamStart], series: dict[str, StreamSeries]
+    ) -> None:
+        started = 0
+        for stream, item in series.items():
+            start = starts.get(stream)
+            if start is None:
+                self._give_back(group, {stream: item})
+                continue
+            if stream not in self._origin or self._engine.has_stream(stream):
+                continue  # its partition moved away meanwhile, or it was restored
+            self._engine.start_stream(stream, group, start)
+            self._engine.warm_up(stream, item.timestamps, item.values)
+            self._dirty_profiles.add(stream)
+            self._held.pop(stream, None)
+            started += 1
+            newer = self._onboarding.take_stream(stream)
+            if newer is not None and len(newer.timestamps):
+                # Their records were checked on arrival (unusable ones dead-lettered then): no positions.
+                self._carry.append((stream, newer.timestamps, newer.values, None))
+        log.info("group %s: %d streams started", group, started)

@@ -1,0 +1,435 @@
+"""The daemon against a real broker: alerts, dead letters, crash safety, scale-out and a broker crash.
+
+Every daemon is a child process (`python -m streamwatch run`), killed with SIGKILL where the test says so, so
+that nothing survives in memory that a real crash would lose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from kafka_daemon_harness import (
+    DaemonProcess,
+    StreamData,
+    alert_events,
+    create_topic,
+    daemon_config,
+    dataset,
+    lifecycle,
+    messages,
+    produce,
+    produce_in_background,
+    progress,
+    publish_model,
+    read_topic,
+    train_model,
+    wait_for,
+    wait_until_consumed,
+)
+
+from streamwatch.core.bootstrap import GroupModel
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "streamwatch" / "schemas" / "alert-event.schema.json").read_text())
+STREAMS = 6
+SAMPLES = 4000
+BATCH = 20
+
+
+@pytest.fixture(scope="module")
+def data() -> list[StreamData]:
+    return dataset(STREAMS, SAMPLES)
+
+
+@pytest.fixture(scope="module")
+def model(data: list[StreamData]) -> GroupModel:
+    return train_model(data)
+
+
+def _run_id() -> str:
+    return "sw" + uuid.uuid4().hex[:10]
+
+
+def _prepare(bootstrap: str, model: GroupModel, *, partitions: int = 4) -> tuple[str, str]:
+    run = _run_id()
+    topic = f"{run}.samples"
+    create_topic(bootstrap, topic, partitions)
+    publish_model(bootstrap, f"{run}.models", topic, model)
+    return run, topic
+
+
+@pytest.fixture(scope="module")
+def reference(
+    kafka_bootstrap: str, data: list[StreamData], model: GroupModel, tmp_path_factory: pytest.TempPathFactory
+) -> list[tuple[str, str, str, str]]:
+    """The alert lifecycle of one uninterrupted daemon over the whole data set."""
+    tmp = tmp_path_factory.mktemp("reference")
+    run, topic = _prepare(kafka_bootstrap, model)
+    produce(kafka_bootstrap, topic, messages(data, BATCH))
+    daemon = DaemonProcess(
+        daemon_config(tmp / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="ref"), tmp / "log"
+    ).start()
+    try:
+        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=120, daemons=[daemon])
+    finally:
+        daemon.stop()
+    assert daemon.process is not None and daemon.process.returncode == 0, daemon.text()[-3000:]
+    events = alert_events(kafka_bootstrap, f"{run}.alerts")
+    assert events, "the injected anomalies raised no alert at all"
+    for event in events:
+        jsonschema.validate(event, SCHEMA)
+    firing = {event["stream"] for event in events if event["status"] == "firing"}
+    assert len(firing) >= STREAMS // 2, f"only {sorted(firing)} alerted"
+    return lifecycle(events)
+
+
+def test_alerts_are_contract_valid_keyed_by_stream_with_headers(
+    kafka_bootstrap: str,
+    reference: list[tuple[str, str, str, str]],
+    data: list[StreamData],
+    model: GroupModel,
+    tmp_path: Path,
+) -> None:
+    run, topic = _prepare(kafka_bootstrap, model)
+    produce(kafka_bootstrap, topic, messages(data[:2], BATCH))
+    daemon = DaemonProcess(
+        daemon_config(tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a"),
+        tmp_path / "log",
+    ).start()
+    try:
+        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=120, daemons=[daemon])
+    finally:
+        daemon.stop()
+    records = read_topic(kafka_bootstrap, f"{run}.alerts")
+    assert records
+    for record in records:
+        event = orjson.loads(record.value)
+        jsonschema.validate(event, SCHEMA)
+        assert record.key == event["stream"].encode()
+        headers = dict(record.headers)
+        assert headers["content-type"] == b"application/json"
+        assert headers["schema-version"] == b"1"
+    # The same streams alone give the same lifecycle as within the full run (streams are independent).
+    streams = {item.stream for item in data[:2]}
+    assert lifecycle([orjson.loads(record.value) for record in records]) == [
+        transition for transition in reference if transition[0] in streams
+    ]
+
+
+def test_a_replayed_file_alerts_as_detect_does_with_the_same_model(
+    kafka_bootstrap: str, data: list[StreamData], tmp_path: Path
+) -> None:
+    """The operator's path end to end, all through the command line: train on a file, publish the model,
+    replay the file into Kafka, run the daemon; its alerts are those `detect` finds with that model."""
+    item = data[0]
+    csv = _write_csv(tmp_path / "feeder-0.csv", item)
+    sw = [sys.executable, "-m", "streamwatch"]
+    model = str(tmp_path / "model")
+    until = str(item.timestamps[1500 - 1])
+    subprocess.run([*sw, "train", str(csv), "--train-until", until, "--out", model], check=True)
+    offline_path = tmp_path / "detect.jsonl"
+    first = str(item.timestamps[0])
+    subprocess.run(
+        [*sw, "detect", str(csv), "--model", model, "--train-until", first, "--alerts", str(offline_path)],
+        check=True,
+    )
+    offline = [json.loads(line) for line in offline_path.read_text().splitlines()]
+    assert offline, "detect found nothing to compare with"
+
+    run = _run_id()
+    topic = f"{run}.samples"
+    config = daemon_config(
+        tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a", model="conv"
+    )
+    replay = [*sw, "replay", str(csv), "--topic", topic, "--batch", "50", "--bootstrap", kafka_bootstrap]
+    subprocess.run([*replay, "--partitions", "2"], check=True)
+    subprocess.run([*sw, "publish-model", model, "--group", topic, "-c", str(config)], check=True)
+    again = subprocess.run(
+        [*sw, "publish-model", model, "--group", topic, "-c", str(config)], capture_output=True
+    )
+    assert again.returncode == 1 and b"already published" in again.stderr
+    daemon = DaemonProcess(config, tmp_path / "log").start()
+    try:
+        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=120, daemons=[daemon])
+    finally:
+        daemon.stop()
+    online = alert_events(kafka_bootstrap, f"{run}.alerts")
+    assert lifecycle(online) == lifecycle(offline)
+    for event in online:
+        jsonschema.validate(event, SCHEMA)
+
+
+def test_a_stream_without_a_model_trains_one_on_its_first_samples_as_detect_does(
+    kafka_bootstrap: str, data: list[StreamData], tmp_path: Path
+) -> None:
+    """No model published: the daemon trains the group's first model on the first `bootstrap_samples` of the
+    stream and scores the rest - what `detect --train-until` does with the same prefix. The rebalance that
+    kafka-python goes through right after joining, mid-bootstrap, must lose none of the waiting samples."""
+    item = data[1]
+    csv = _write_csv(tmp_path / "feeder-1.csv", item)
+    sw = [sys.executable, "-m", "streamwatch"]
+    offline_path = tmp_path / "detect.jsonl"
+    until = str(item.timestamps[1500 - 1])
+    subprocess.run(
+        [*sw, "detect", str(csv), "--train-until", until, "--alerts", str(offline_path)], check=True
+    )
+    offline = [json.loads(line) for line in offline_path.read_text().splitlines()]
+    assert offline, "detect found nothing to compare with"
+
+    run = _run_id()
+    topic = f"{run}.samples"
+    extra = {"detector": {"training": {"bootstrap_samples": 1500}}}
+    config = daemon_config(
+        tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a", model="conv", extra=extra
+    )
+    replay = [*sw, "replay", str(csv), "--topic", topic, "--batch", "100", "--bootstrap", kafka_bootstrap]
+    subprocess.run(replay, check=True)
+    daemon = DaemonProcess(config, tmp_path / "log").start()
+    try:
+        wait_for(
+            lambda: len(alert_events(kafka_bootstrap, f"{run}.alerts")) >= len(offline),
+            timeout=180,
+            what="the daemon's alerts",
+            every=2,
+        )
+        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=60, daemons=[daemon])
+    finally:
+        daemon.stop()
+    assert lifecycle(alert_events(kafka_bootstrap, f"{run}.alerts")) == lifecycle(offline)
+
+
+def _write_csv(path: Path, item: StreamData) -> Path:
+    lines = ["timestamp," + ",".join(item.channels)]
+    lines += [
+        f"{float(ts)!r}," + ",".join(repr(float(v)) for v in row)
+        for ts, row in zip(item.timestamps, item.values, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _bad_records(item: StreamData) -> list[tuple[bytes | None, bytes, str]]:
+    """(key, value, expected reason fragment) for every kind of unusable record."""
+    last = float(item.timestamps[-1])
+    key = item.stream.encode()
+    channels = dict.fromkeys(item.channels, 1.0)
+    return [
+        (b"junk", b"{this is not json", "invalid JSON"),
+        (
+            key,
+            orjson.dumps({"stream": item.stream, "ts": last + 1, "values": {**channels, "v_a": "high"}}),
+            "v_a",
+        ),
+        (key, orjson.dumps({"stream": item.stream, "ts": last + 1, "values": {"v_a": 1.0}}), "channels"),
+        (key, orjson.dumps({"stream": item.stream, "ts": last - 3600, "values": channels}), "late"),
+        (
+            key,
+            b'{"stream": "%s", "ts": %r, "values": {"v_a": 1e999, "v_b": 1, "v_c": 1}}' % (key, last + 2),
+            "infinity",
+        ),
+        # Finite in JSON, beyond float32: the windows refuse it.
+        (
+            key,
+            orjson.dumps({"stream": item.stream, "ts": last + 3, "values": {**channels, "v_b": 1e39}}),
+            "finite",
+        ),
+    ]
+
+
+def test_unusable_records_go_to_the_dead_letter_topic_and_good_streams_keep_alerting(
+    kafka_bootstrap: str,
+    data: list[StreamData],
+    model: GroupModel,
+    reference: list[tuple[str, str, str, str]],
+    tmp_path: Path,
+) -> None:
+    run, topic = _prepare(kafka_bootstrap, model, partitions=2)
+    line_topic = f"{run}.metrics"
+    create_topic(kafka_bootstrap, line_topic, 1)
+    good = messages(data, BATCH)
+    half = len(good) // 2
+    produce(kafka_bootstrap, topic, good[:half])
+    bad = _bad_records(data[0])
+    produce(kafka_bootstrap, topic, [(key, value) for key, value, _ in bad])
+    produce(kafka_bootstrap, topic, good[half:])
+    produce(
+        kafka_bootstrap,
+        line_topic,
+        [
+            (None, b"cpu,host=a usage=0.5 not-a-time"),
+            (None, b"cpu,host=a usage= 1"),
+            (None, b"cpu usage=NaN 1"),
+        ],
+    )
+    extra = {"source": {"topics": [{"name": topic}, {"name": line_topic, "format": "line"}]}}
+    config = daemon_config(
+        tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a", extra=extra
+    )
+    daemon = DaemonProcess(config, tmp_path / "log").start()
+    try:
+        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=120, daemons=[daemon])
+        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", line_topic, timeout=60, daemons=[daemon])
+        assert daemon.alive()
+    finally:
+        daemon.stop()
+    dead = read_topic(kafka_bootstrap, f"{run}.deadletter")
+    by_value = {record.value: record for record in dead}
+    for key, value, fragment in bad:
+        assert value in by_value, f"{value!r} was not dead-lettered"
+        record = by_value[value]
+        headers = dict(record.headers)
+        assert record.key == key
+        assert fragment in headers["dlq-reason"].decode(), headers["dlq-reason"]
+        assert headers["dlq-topic"] == topic.encode()
+        assert int(headers["dlq-offset"]) >= 0 and int(headers["dlq-partition"]) in (0, 1)
+    line_dead = [record for record in dead if dict(record.headers)["dlq-topic"] == line_topic.encode()]
+    assert len(line_dead) == 3, [dict(record.headers)["dlq-reason"] for record in line_dead]
+    assert len(dead) == len(bad) + 3
+    # Good streams alert exactly as without the garbage in between.
+    assert lifecycle(alert_events(kafka_bootstrap, f"{run}.alerts")) == reference
+
+
+def _consumed(bootstrap: str, group: str, topic: str, records: float) -> Callable[[], bool]:
+    return lambda: progress(bootstrap, group, topic)[0] >= records
+
+
+def test_kill_9_at_any_point_neither_loses_nor_repeats_an_alert(
+    kafka_bootstrap: str,
+    data: list[StreamData],
+    model: GroupModel,
+    reference: list[tuple[str, str, str, str]],
+    tmp_path: Path,
+) -> None:
+    run, topic = _prepare(kafka_bootstrap, model)
+    group = f"streamwatch-{run}"
+    records = messages(data, BATCH)
+    producer = produce_in_background(kafka_bootstrap, topic, records, per_s=len(records) / 24)
+    daemon = DaemonProcess(
+        daemon_config(tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a"),
+        tmp_path / "log",
+    )
+    daemon.start()
+    resumed_after: list[float] = []
+    for kill_at in (0.2, 0.45, 0.7):
+        wait_for(
+            _consumed(kafka_bootstrap, group, topic, kill_at * len(records)),
+            timeout=120,
+            what=f"{kill_at:.0%} consumed",
+        )
+        daemon.kill9()
+        before = progress(kafka_bootstrap, group, topic)[0]
+        time.sleep(0.5)  # systemd's RestartSec
+        daemon.start()
+        resumed_after.append(
+            wait_for(
+                _consumed(kafka_bootstrap, group, topic, before + 1),
+                timeout=60,
+                what="scoring to resume",
+                every=0.2,
+            )
+        )
+    producer.join(120)
+    try:
+        wait_until_consumed(kafka_bootstrap, group, topic, timeout=120, daemons=[daemon])
+    finally:
+        daemon.stop()
+    assert lifecycle(alert_events(kafka_bootstrap, f"{run}.alerts")) == reference
+    # Restarts resume within seconds (static membership, no session timeout to wait out).
+    assert max(resumed_after) < 30, resumed_after
+    print(f"resumed after restarts in {', '.join(f'{s:.1f}s' for s in resumed_after)}")
+
+
+def test_two_daemons_share_the_work_and_one_takes_over_from_the_changelog(
+    kafka_bootstrap: str,
+    data: list[StreamData],
+    model: GroupModel,
+    reference: list[tuple[str, str, str, str]],
+    tmp_path: Path,
+) -> None:
+    run, topic = _prepare(kafka_bootstrap, model)
+    group = f"streamwatch-{run}"
+    records = messages(data, BATCH)
+    half = len(records) // 2
+    produce(kafka_bootstrap, topic, records[:half])
+    a = DaemonProcess(
+        daemon_config(tmp_path / "a.yaml", kafka_bootstrap, run=run, topic=topic, instance="a"),
+        tmp_path / "a.log",
+    ).start()
+    b = DaemonProcess(
+        daemon_config(tmp_path / "b.yaml", kafka_bootstrap, run=run, topic=topic, instance="b"),
+        tmp_path / "b.log",
+    ).start()
+    try:
+        wait_until_consumed(kafka_bootstrap, group, topic, timeout=120, daemons=[a, b])
+        assert "claimed" in a.text() and "claimed" in b.text()
+        assert b.stop() == 0
+        produce(kafka_bootstrap, topic, records[half:])
+        wait_until_consumed(kafka_bootstrap, group, topic, timeout=120, daemons=[a])
+    finally:
+        a.stop()
+        b.stop()
+    # b's streams continued in a from the changelog, so the whole is what one daemon finds alone.
+    restored = [line for line in a.text().splitlines() if "streams restored" in line]
+    assert any(" 0 streams restored" not in line for line in restored), restored
+    assert lifecycle(alert_events(kafka_bootstrap, f"{run}.alerts")) == reference
+
+
+def _broker_control() -> dict[str, str]:
+    """The environment that makes deploy/dev-kafka act on the broker under test, or skip."""
+    env = dict(os.environ)
+    status = subprocess.run(
+        ["bash", str(REPO / "deploy" / "dev-kafka"), "status"], capture_output=True, text=True, env=env
+    )
+    address = os.environ.get("STREAMWATCH_TEST_KAFKA", "")
+    if status.returncode != 0 or address not in status.stdout:
+        pytest.skip(
+            f"the broker at {address} is not one deploy/dev-kafka controls here "
+            f"(status: {status.stdout.strip()})"
+        )
+    return env
+
+
+def test_a_broker_crash_is_survived_unaided_and_loses_nothing(
+    kafka_bootstrap: str,
+    data: list[StreamData],
+    model: GroupModel,
+    reference: list[tuple[str, str, str, str]],
+    tmp_path: Path,
+) -> None:
+    env = _broker_control()
+    dev_kafka = ["bash", str(REPO / "deploy" / "dev-kafka")]
+    run, topic = _prepare(kafka_bootstrap, model)
+    group = f"streamwatch-{run}"
+    records = messages(data, BATCH)
+    producer = produce_in_background(kafka_bootstrap, topic, records, per_s=len(records) / 16)
+    daemon = DaemonProcess(
+        daemon_config(tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a"),
+        tmp_path / "log",
+    ).start()
+    try:
+        wait_for(
+            lambda: progress(kafka_bootstrap, group, topic)[0] >= 0.35 * len(records),
+            timeout=120,
+            what="35% consumed",
+        )
+        subprocess.run([*dev_kafka, "kill9"], check=True, env=env, capture_output=True)
+        time.sleep(3)
+        assert daemon.alive(), "the daemon died with the broker"
+        subprocess.run([*dev_kafka, "start"], check=True, env=env, capture_output=True)
+        producer.join(240)
+        wait_until_consumed(kafka_bootstrap, group, topic, timeout=240, daemons=[daemon])
+    finally:
+        daemon.stop()
+    assert lifecycle(alert_events(kafka_bootstrap, f"{run}.alerts")) == reference
