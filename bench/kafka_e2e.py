@@ -30,6 +30,7 @@ import math
 import multiprocessing
 import os
 import pstats
+import resource
 import threading
 import time
 import uuid
@@ -139,7 +140,7 @@ def parse_settings() -> Settings:
     parser.add_argument("--max-poll-records", type=int, default=5000, help="the daemon's (and bare) poll")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs cap (also capped at 60 s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", action="store_true", help="cProfile a second (b) daemon run")
+    parser.add_argument("--profile", action="store_true", help="cProfile second (a) and (b) daemon runs")
     parser.add_argument("--keep-topics", action="store_true")
     args = parser.parse_args()
     return Settings(
@@ -606,23 +607,30 @@ class LiveSpec:
 
 @dataclass(frozen=True, slots=True)
 class LiveReport:
-    messages: int
-    samples: int
+    total_messages: int  # the primer included
+    messages: int  # after `go`
+    samples: int  # after `go`
     seconds: float
+    cpu_s: float  # the producer process's CPU time after `go`
     anomalies: int
     max_behind_s: float
 
 
+# Samples of one message are stamped this far apart, the last with the wall clock at send: every sample is
+# "produced" when it is sent, so a window closing anywhere in a message closes at (nearly) its send time.
+SAMPLE_SPACING_S = 1e-6
+
+
 def live_producer(spec: LiveSpec, primed: Event, go: Event, reports: Queue[LiveReport]) -> None:
     """Producer process: one primer message per stream (so the daemon joins its group and starts every
-    stream before timing), then on `go` a message per stream every tick, each message's samples spread
-    evenly since the stream's previous one and the last stamped with the wall clock right at send."""
+    stream before timing), then on `go` a message per stream every tick, its samples stamped with the wall
+    clock right at send (microseconds apart, the last exactly at send)."""
     producer = KafkaProducer(bootstrap_servers=spec.bootstrap, acks="all", linger_ms=0)
     rng = np.random.default_rng(spec.seed)
     count, per_message = len(spec.streams), spec.samples_per_message
     tick_s = per_message / spec.per_stream_hz
     keys = [stream.encode() for stream in spec.streams]
-    last = np.full(count, time.time() - tick_s)
+    offsets = SAMPLE_SPACING_S * np.arange(1 - per_message, 1, dtype=np.float64)
     shift_left = np.zeros(count, dtype=np.int64)
     position = 0
 
@@ -633,14 +641,9 @@ def live_producer(spec: LiveSpec, primed: Event, go: Event, reports: Queue[LiveR
         block[active] += spec.shift_sigmas * spec.scales[active][:, None, :]
         shift_left[active] -= per_message
         position += per_message
-        steps = np.arange(1, per_message + 1, dtype=np.float64) / per_message
         for index in range(count):
-            now = time.time()
-            times = last[index] + (now - last[index]) * steps
-            times[-1] = now
-            last[index] = now
             columns = {name: block[index, :, c] for c, name in enumerate(spec.channels)}
-            body = {"stream": spec.streams[index], "ts": times, "values": columns}
+            body = {"stream": spec.streams[index], "ts": time.time() + offsets, "values": columns}
             producer.send(
                 spec.topic, key=keys[index], value=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
             )
@@ -650,11 +653,10 @@ def live_producer(spec: LiveSpec, primed: Event, go: Event, reports: Queue[LiveR
     primed.set()
     go.wait(PHASE_TIMEOUT_S)
     ticks = int(spec.seconds / tick_s)
-    started = time.time()
+    cpu_before, started = time.process_time(), time.time()
     next_anomaly, anomalies, behind = started + spec.warmup_s, 0, 0.0
     for tick in range(1, ticks + 1):
-        due = started + tick * tick_s
-        delay = due - time.time()
+        delay = started + tick * tick_s - time.time()
         if delay > 0:
             time.sleep(delay)
         else:
@@ -667,10 +669,11 @@ def live_producer(spec: LiveSpec, primed: Event, go: Event, reports: Queue[LiveR
             next_anomaly += spec.anomaly_every_s
         send_tick()
     producer.flush()
-    seconds = time.time() - started
+    seconds, cpu = time.time() - started, time.process_time() - cpu_before
     producer.close()
+    messages = ticks * count
     reports.put(
-        LiveReport((ticks + 1) * count, (ticks + 1) * count * per_message, seconds, anomalies, behind)
+        LiveReport(messages + count, messages, messages * per_message, seconds, cpu, anomalies, behind)
     )
 
 
@@ -710,7 +713,9 @@ class Latency:
     samples_per_message: int
     report: LiveReport
     drain_s: float  # after the producer's last send until the daemon committed everything
+    daemon_cpu_s: float  # this process (the daemon and its Kafka threads) while the producer ran
     firing: int
+    # Per firing event, in window_end order:
     to_detected_ms: npt.NDArray[np.float64]  # window_end -> detected_at (poll, decode, score)
     to_arrival_ms: npt.NDArray[np.float64]  # window_end -> readable by a read_committed reader
     stats: KafkaStats
@@ -760,11 +765,11 @@ def live_latency(settings: Settings, names: Names, data: list[StreamData], rate:
             producer.start()
             wait_for_event(primed, producer, "the live producer to send its primer")
             daemon.wait_for_records(settings.streams)
-            live_start = time.time()
+            cpu_before, live_start = process_cpu_s(), time.time()
             go.set()
             report = reports.get(timeout=settings.live_seconds + PHASE_TIMEOUT_S)
-            sent_at = time.perf_counter()
-            daemon.wait_for_records(report.messages + 0)
+            sent_at, daemon_cpu = time.perf_counter(), process_cpu_s() - cpu_before
+            daemon.wait_for_records(report.total_messages)
             drain = time.perf_counter() - sent_at
             time.sleep(1.0)  # the last transaction's alerts reach the reader
             stats = KafkaStats(**{name: getattr(daemon.daemon.stats, name) for name in KafkaStats.__slots__})
@@ -777,7 +782,14 @@ def live_latency(settings: Settings, names: Names, data: list[StreamData], rate:
             process.join(30)
             if process.is_alive():
                 process.terminate()
-    return summarise_latency(rate, per_message, report, drain, stats, arrivals, after=live_start + 2.0)
+    return summarise_latency(
+        rate, per_message, report, (drain, daemon_cpu), stats, arrivals, after=live_start + spec.warmup_s
+    )
+
+
+def process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wait_for_event(event: Event, process: BaseProcess, what: str, timeout_s: float = 120.0) -> None:
@@ -795,31 +807,30 @@ def summarise_latency(
     rate: float,
     per_message: int,
     report: LiveReport,
-    drain: float,
+    drain_and_cpu: tuple[float, float],
     stats: KafkaStats,
     arrivals: list[tuple[float, bytes]],
     *,
     after: float,
 ) -> Latency:
-    """Firing events only: a resolved event's window_end is its last exceeding window, not a fresh one."""
-    detected, arrived = [], []
+    """Firing events only (a resolved event's window_end is its last exceeding window, not a fresh one),
+    of windows that closed after the warm-up."""
+    events = []
     for arrival, value in arrivals:
         event = orjson.loads(value)
-        if event["status"] != "firing":
-            continue
         window_end = parse_iso_utc(event["window_end"])
-        if window_end < after:
-            continue
-        detected.append(1000 * (parse_iso_utc(event["detected_at"]) - window_end))
-        arrived.append(1000 * (arrival - window_end))
+        if event["status"] == "firing" and window_end >= after:
+            events.append((window_end, parse_iso_utc(event["detected_at"]), arrival))
+    events.sort()
+    times = np.asarray(events, dtype=np.float64).reshape(-1, 3)
     return Latency(
         rate,
         per_message,
         report,
-        drain,
-        len(arrived),
-        np.asarray(detected, dtype=np.float64),
-        np.asarray(arrived, dtype=np.float64),
+        *drain_and_cpu,
+        len(events),
+        1000 * (times[:, 1] - times[:, 0]),
+        1000 * (times[:, 2] - times[:, 0]),
         stats,
     )
 
@@ -964,7 +975,7 @@ class Results:
     state: StateSizes | None = None
     consumer_settings: dict[str, Any] = field(default_factory=dict)
     producer_settings: dict[str, Any] = field(default_factory=dict)
-    profile: str = ""
+    profiles: dict[str, str] = field(default_factory=dict)
 
 
 def run(settings: Settings) -> Results:
@@ -981,7 +992,7 @@ def run(settings: Settings) -> Results:
     model = train_model(settings, data)
     results.train_s, results.train_epochs = time.perf_counter() - started, model.fit_report.epochs
     say(f"setup: trained {model.version} on {len(model.profiles)} streams in {results.train_s:.1f}s")
-    phases = ["a", "b", "c", *(["p"] if settings.profile else [])]
+    phases = ["a", "b", "c", *(["pa", "pb"] if settings.profile else [])]
     topic_names = create_topics(settings, names, phases)
     groups = [names.group(phase, who) for phase in phases for who in ("daemon", "bare")]
     try:
@@ -990,9 +1001,7 @@ def run(settings: Settings) -> Results:
         measure_single(settings, names, data, results)
         measure_columnar(settings, names, data, model, results)
         if settings.profile:
-            say("(b) profiling a second daemon run over the same topic")
-            expected = len(data) * math.ceil(settings.columnar_samples / settings.samples_per_message)
-            results.profile = run_daemon(settings, names, "p", expected, reads="b", profile=True).profile
+            profile_daemons(settings, names, results)
         assert results.daemon_b is not None
         rate = settings.live_fraction * results.daemon_b.throughput.samples_per_s
         if not math.isfinite(rate) or rate <= 0:
@@ -1006,6 +1015,15 @@ def run(settings: Settings) -> Results:
         if not settings.keep_topics:
             delete_run(settings, topic_names, groups)
     return results
+
+
+def profile_daemons(settings: Settings, names: Names, results: Results) -> None:
+    """Second daemon runs over the (a) and (b) topics under cProfile (profiling slows them: not timed)."""
+    say("profiling second daemon runs of (a) and (b)")
+    columnar = settings.streams * math.ceil(settings.columnar_samples / settings.samples_per_message)
+    for phase, reads, expected in (("pa", "a", settings.single_messages), ("pb", "b", columnar)):
+        run = run_daemon(settings, names, phase, expected, reads=reads, profile=True)
+        results.profiles[reads] = run.profile
 
 
 def measure_single(settings: Settings, names: Names, data: list[StreamData], results: Results) -> None:
@@ -1068,10 +1086,12 @@ def report(settings: Settings, results: Results, wall_s: float) -> None:
     print("== daemon client settings (streamwatch/kafka/clients.py) ==")
     print("source consumer:      " + format_settings(results.consumer_settings))
     print("transactional producer: " + format_settings(results.producer_settings))
-    if results.profile:
+    for phase, profile in results.profiles.items():
         print()
-        print("== cProfile of the (b) daemon thread (a second run, not the timed one) ==")
-        print(results.profile)
+        print(
+            f"== cProfile of the daemon thread over the ({phase}) topic (a second run, not the timed one) =="
+        )
+        print(profile)
     print(f"wall time {wall_s:.0f}s")
 
 
@@ -1126,16 +1146,19 @@ def daemon_line(run: DaemonRun) -> str:
 
 def print_latency(latency: Latency | None) -> None:
     assert latency is not None
-    report_ = latency.report
+    live = latency.report
     print()
     print("== (c) latency, live ==")
     print(
-        f"target {latency.rate_samples_per_s:,.0f} samples/s, "
-        f"achieved {report_.samples / report_.seconds:,.0f} "
-        f"({report_.messages:,} messages of {latency.samples_per_message} samples in {report_.seconds:.1f}s, "
-        f"producer at most {report_.max_behind_s * 1000:.0f} ms behind schedule); {report_.anomalies} level "
-        f"shifts injected; daemon drained {latency.drain_s * 1000:.0f} ms after the last send; "
-        f"{latency.stats.transactions} transactions"
+        f"target {latency.rate_samples_per_s:,.0f} samples/s, achieved {live.samples / live.seconds:,.0f} "
+        f"({live.messages:,} messages of {latency.samples_per_message} samples in {live.seconds:.1f}s; "
+        f"producer at most {live.max_behind_s * 1000:.0f} ms behind schedule); {live.anomalies} level shifts"
+    )
+    print(
+        f"CPU while producing: producer process {live.cpu_s / live.seconds:.2f} cores, daemon process "
+        f"{latency.daemon_cpu_s / live.seconds:.2f} cores; the daemon committed the last record "
+        f"{latency.drain_s * 1000:.0f} ms after the last send; {latency.stats.transactions} transactions, "
+        f"{latency.stats.windows:,} windows, {latency.stats.alerts} alert events"
     )
     if latency.firing == 0:
         print("no firing alerts arrived")
@@ -1146,14 +1169,16 @@ def print_latency(latency: Latency | None) -> None:
         f"p99 {np.percentile(arrival, 99):.0f} ms, max {arrival.max():.0f} ms over {latency.firing} firing "
         f"events (goal p99 <= 150 ms)"
     )
+    third = max(1, len(arrival) // 3)
     print(
         f"  of which window close -> scored (detected_at): p50 {np.percentile(detected, 50):.0f} ms, "
-        f"p99 {np.percentile(detected, 99):.0f} ms"
+        f"p99 {np.percentile(detected, 99):.0f} ms; p50 of the first / last third of the run: "
+        f"{np.median(arrival[:third]):.0f} / {np.median(arrival[-third:]):.0f} ms"
     )
     print(
         "  includes: the producer's send and the broker append, the daemon's fetch and poll, decoding, "
         "windowing, scoring, alert lifecycle, the transaction (alerts + state + offsets) and its commit "
-        "markers, and the reader's fetch (fetch_max_wait 5 ms); the ISO times are truncated to ms"
+        "markers, and the reader's fetch (fetch_max_wait 5 ms); ISO times are truncated to ms"
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from streamwatch import __version__
+from streamwatch import __version__, logs
 from streamwatch.config import ConfigError, StreamwatchConfig, load_config
 
 if TYPE_CHECKING:
@@ -29,14 +29,7 @@ log = logging.getLogger("streamwatch")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:
-        # kafka-python narrates every connection and rebalance at INFO; its warnings and errors still show.
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+    logs.configure(verbose=args.verbose)
     try:
         code: int = args.handler(args)
     except ConfigError as error:

@@ -61,6 +61,16 @@ class KafkaStats:
 
 
 @dataclass(slots=True)
+class _BatchResult:
+    """What one poll batch produced, for one commit: events, changed streams, dead letters, offsets."""
+
+    out: EngineOutput
+    changed: set[str]
+    rejected: list[tuple[ConsumerRecord, str]]
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _Job:
     """Background work for one group: train its first model, or start waiting streams under its model."""
 
@@ -307,15 +317,13 @@ class KafkaDaemon:
         if not batch and not self._carry and not self._dirty_profiles:
             self._schedule_jobs()
             return
-        decoded = self._decoder.decode(batch)
-        out, changed, rejected = self._apply(decoded)
-        self._commit(out, changed, rejected, self._commit_points())
-        self._emit_locally(out, rejected)
+        result = self._apply(self._decoder.decode(batch))
+        result.offsets = self._commit_points()
+        self._commit(result)
+        self._emit_locally(result)
         self._schedule_jobs()
 
-    def _apply(
-        self, decoded: DecodedBatch
-    ) -> tuple[EngineOutput, set[str], list[tuple[ConsumerRecord, str]]]:
+    def _apply(self, decoded: DecodedBatch) -> _BatchResult:
         self.stats.batches += 1
         self.stats.records += decoded.records
         self.stats.samples += decoded.samples
@@ -356,7 +364,7 @@ class KafkaDaemon:
                 reasons[0],
             )
         rejected += self._records_at(decoded, positions)
-        return out, changed, rejected
+        return _BatchResult(out, changed, rejected)
 
     def _seen(self, record: ConsumerRecord) -> bool:
         """Whether a record was processed before (it arrives again because offsets are held back)."""
@@ -435,55 +443,39 @@ class KafkaDaemon:
         return found
 
     # -- committing --------------------------------------------------------------------------------------
-    def _commit(
-        self,
-        out: EngineOutput,
-        changed: set[str],
-        rejected: list[tuple[ConsumerRecord, str]],
-        offsets: dict[TopicPartition, int],
-    ) -> None:
+    def _commit(self, result: _BatchResult) -> None:
         try:
             if self._exactly_once:
-                self._commit_transaction(out, changed, rejected, offsets)
+                self._commit_transaction(result)
             else:
-                self._commit_at_least_once(out, changed, rejected, offsets)
+                self._commit_at_least_once(result)
         except KafkaError as error:
             log.warning("commit failed (%s); rewinding to the last committed state", error)
             self._recover()
             return
         self.stats.transactions += 1
-        self.stats.dead_letters += len(rejected)
+        self.stats.dead_letters += len(result.rejected)
         self._dirty_profiles.clear()
 
-    def _commit_transaction(
-        self,
-        out: EngineOutput,
-        changed: set[str],
-        rejected: list[tuple[ConsumerRecord, str]],
-        offsets: dict[TopicPartition, int],
-    ) -> None:
+    def _commit_transaction(self, result: _BatchResult) -> None:
         assert self._producer is not None and self._consumer is not None
         self._producer.begin_transaction()
-        self._send_outputs(out, changed, rejected, offsets)
-        if offsets:
+        self._send_outputs(result)
+        if result.offsets:
             self._producer.send_offsets_to_transaction(
-                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()},
+                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in result.offsets.items()},
                 self._consumer.group_metadata(),
             )
         self._retry_timeouts(self._producer.commit_transaction)
 
-    def _commit_at_least_once(
-        self,
-        out: EngineOutput,
-        changed: set[str],
-        rejected: list[tuple[ConsumerRecord, str]],
-        offsets: dict[TopicPartition, int],
-    ) -> None:
+    def _commit_at_least_once(self, result: _BatchResult) -> None:
         assert self._producer is not None and self._consumer is not None
-        self._send_outputs(out, changed, rejected, offsets)
+        self._send_outputs(result)
         self._retry_timeouts(self._producer.flush)
-        if offsets:
-            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+        if result.offsets:
+            self._consumer.commit(
+                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in result.offsets.items()}
+            )
 
     @staticmethod
     def _retry_timeouts(action: Callable[[], object]) -> None:
@@ -496,24 +488,18 @@ class KafkaDaemon:
             except KafkaTimeoutError as error:
                 log.warning("Kafka is slow or down (%s); still trying", error)
 
-    def _send_outputs(
-        self,
-        out: EngineOutput,
-        changed: set[str],
-        rejected: list[tuple[ConsumerRecord, str]],
-        offsets: dict[TopicPartition, int],
-    ) -> None:
+    def _send_outputs(self, result: _BatchResult) -> None:
         producer = self._producer
         assert producer is not None
         for topic in self._alert_topics:
-            for event in out.alerts:
+            for event in result.out.alerts:
                 key, value, headers = wire.alert_record(event)
                 producer.send(topic, key=key, value=value, headers=headers)
         if self._dead_letter_topic is not None:
-            for record, reason in rejected:
+            for record, reason in result.rejected:
                 dead_key, dead_value, dead_headers = wire.dead_letter_record(record, reason)
                 producer.send(self._dead_letter_topic, key=dead_key, value=dead_value, headers=dead_headers)
-        for tp, offset in offsets.items():
+        for tp, offset in result.offsets.items():
             partition = changelog.changelog_partition(tp, self._state_partitions)
             producer.send(
                 self._source.state_topic,
@@ -523,7 +509,7 @@ class KafkaDaemon:
             )
         # A stream started or moved to a new model since the last commit has new state even without samples.
         started = {stream for stream in self._dirty_profiles if self._engine.has_stream(stream)}
-        for stream in changed | started:
+        for stream in result.changed | started:
             self._send_state(
                 stream,
                 changelog.STATE,
@@ -542,12 +528,12 @@ class KafkaDaemon:
             self._source.state_topic, key=(kind + stream).encode(), value=value, partition=partition
         )
 
-    def _emit_locally(self, out: EngineOutput, rejected: list[tuple[ConsumerRecord, str]]) -> None:
-        if out.alerts or out.quality:
+    def _emit_locally(self, result: _BatchResult) -> None:
+        if result.out.alerts or result.out.quality:
             for sink in self._local_sinks:
-                sink.emit(out.alerts, out.quality)
+                sink.emit(result.out.alerts, result.out.quality)
         if self._dead_letter_file is not None:
-            for record, reason in rejected:
+            for record, reason in result.rejected:
                 source = SourcePosition(record.topic, record.partition, record.offset)
                 self._dead_letter_file.put(record.value or b"", reason, source)
 

@@ -267,3 +267,18 @@ def lifecycle(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     return sorted(
         (event["stream"], event["alert_id"], event["status"], event["severity"]) for event in events
     )
+
+
+def consume_all(
+    config: Path, bootstrap: str, *, run: str, topics: Iterable[str], log: Path, timeout: float = 120
+) -> DaemonProcess:
+    """Run a daemon until its group has committed everything on `topics`, then stop it (SIGTERM): it must
+    exit cleanly."""
+    daemon = DaemonProcess(config, log).start()
+    try:
+        for topic in topics:
+            wait_until_consumed(bootstrap, f"streamwatch-{run}", topic, timeout=timeout, daemons=[daemon])
+    finally:
+        daemon.stop()
+    assert daemon.process is not None and daemon.process.returncode == 0, daemon.text()[-3000:]
+    return daemon

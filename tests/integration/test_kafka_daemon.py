@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from kafka_daemon_harness import (
     DaemonProcess,
     StreamData,
     alert_events,
+    consume_all,
     create_topic,
     daemon_config,
     dataset,
@@ -78,14 +80,8 @@ def reference(
     tmp = tmp_path_factory.mktemp("reference")
     run, topic = _prepare(kafka_bootstrap, model)
     produce(kafka_bootstrap, topic, messages(data, BATCH))
-    daemon = DaemonProcess(
-        daemon_config(tmp / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="ref"), tmp / "log"
-    ).start()
-    try:
-        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=120, daemons=[daemon])
-    finally:
-        daemon.stop()
-    assert daemon.process is not None and daemon.process.returncode == 0, daemon.text()[-3000:]
+    config = daemon_config(tmp / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="ref")
+    consume_all(config, kafka_bootstrap, run=run, topics=[topic], log=tmp / "log")
     events = alert_events(kafka_bootstrap, f"{run}.alerts")
     assert events, "the injected anomalies raised no alert at all"
     for event in events:
@@ -104,14 +100,8 @@ def test_alerts_are_contract_valid_keyed_by_stream_with_headers(
 ) -> None:
     run, topic = _prepare(kafka_bootstrap, model)
     produce(kafka_bootstrap, topic, messages(data[:2], BATCH))
-    daemon = DaemonProcess(
-        daemon_config(tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a"),
-        tmp_path / "log",
-    ).start()
-    try:
-        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=120, daemons=[daemon])
-    finally:
-        daemon.stop()
+    config = daemon_config(tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a")
+    consume_all(config, kafka_bootstrap, run=run, topics=[topic], log=tmp_path / "log")
     records = read_topic(kafka_bootstrap, f"{run}.alerts")
     assert records
     for record in records:
@@ -160,11 +150,7 @@ def test_a_replayed_file_alerts_as_detect_does_with_the_same_model(
         [*sw, "publish-model", model, "--group", topic, "-c", str(config)], capture_output=True
     )
     assert again.returncode == 1 and b"already published" in again.stderr
-    daemon = DaemonProcess(config, tmp_path / "log").start()
-    try:
-        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=120, daemons=[daemon])
-    finally:
-        daemon.stop()
+    consume_all(config, kafka_bootstrap, run=run, topics=[topic], log=tmp_path / "log")
     online = alert_events(kafka_bootstrap, f"{run}.alerts")
     assert lifecycle(online) == lifecycle(offline)
     for event in online:
@@ -277,13 +263,7 @@ def test_unusable_records_go_to_the_dead_letter_topic_and_good_streams_keep_aler
     config = daemon_config(
         tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a", extra=extra
     )
-    daemon = DaemonProcess(config, tmp_path / "log").start()
-    try:
-        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", topic, timeout=120, daemons=[daemon])
-        wait_until_consumed(kafka_bootstrap, f"streamwatch-{run}", line_topic, timeout=60, daemons=[daemon])
-        assert daemon.alive()
-    finally:
-        daemon.stop()
+    consume_all(config, kafka_bootstrap, run=run, topics=[topic, line_topic], log=tmp_path / "log")
     dead = read_topic(kafka_bootstrap, f"{run}.deadletter")
     by_value = {record.value: record for record in dead}
     for key, value, fragment in bad:
@@ -305,39 +285,43 @@ def _consumed(bootstrap: str, group: str, topic: str, records: float) -> Callabl
     return lambda: progress(bootstrap, group, topic)[0] >= records
 
 
+@pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
 def test_kill_9_at_any_point_neither_loses_nor_repeats_an_alert(
     kafka_bootstrap: str,
     data: list[StreamData],
     model: GroupModel,
     reference: list[tuple[str, str, str, str]],
     tmp_path: Path,
+    delivery: str,
 ) -> None:
+    """SIGKILL five times at random moments while records keep arriving (so kills land while polling,
+    scoring and committing), restarted half a second later each time, as systemd would."""
     run, topic = _prepare(kafka_bootstrap, model)
     group = f"streamwatch-{run}"
     records = messages(data, BATCH)
-    producer = produce_in_background(kafka_bootstrap, topic, records, per_s=len(records) / 24)
-    daemon = DaemonProcess(
-        daemon_config(tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a"),
-        tmp_path / "log",
+    producer = produce_in_background(kafka_bootstrap, topic, records, per_s=len(records) / 20)
+    extra = {"source": {"delivery": delivery}}
+    config = daemon_config(
+        tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a", extra=extra
     )
-    daemon.start()
+    daemon = DaemonProcess(config, tmp_path / "log").start()
+    rng = random.Random(7)
     resumed_after: list[float] = []
-    for kill_at in (0.2, 0.45, 0.7):
-        wait_for(
-            _consumed(kafka_bootstrap, group, topic, kill_at * len(records)),
-            timeout=120,
-            what=f"{kill_at:.0%} consumed",
-        )
+    wait_for(_consumed(kafka_bootstrap, group, topic, 1), timeout=60, what="scoring to start", every=0.1)
+    for _ in range(5):
+        time.sleep(rng.uniform(0.05, 1.5))
         daemon.kill9()
         before = progress(kafka_bootstrap, group, topic)[0]
         time.sleep(0.5)  # systemd's RestartSec
         daemon.start()
+        if before >= len(records):
+            break
         resumed_after.append(
             wait_for(
                 _consumed(kafka_bootstrap, group, topic, before + 1),
                 timeout=60,
                 what="scoring to resume",
-                every=0.2,
+                every=0.1,
             )
         )
     producer.join(120)
@@ -345,10 +329,15 @@ def test_kill_9_at_any_point_neither_loses_nor_repeats_an_alert(
         wait_until_consumed(kafka_bootstrap, group, topic, timeout=120, daemons=[daemon])
     finally:
         daemon.stop()
-    assert lifecycle(alert_events(kafka_bootstrap, f"{run}.alerts")) == reference
+    events = lifecycle(alert_events(kafka_bootstrap, f"{run}.alerts"))
+    if delivery == "exactly_once":
+        assert events == reference
+    else:
+        # At least once: nothing lost; a repeat (a crash between delivering and committing) has the same id.
+        assert set(events) == set(reference)
     # Restarts resume within seconds (static membership, no session timeout to wait out).
-    assert max(resumed_after) < 30, resumed_after
-    print(f"resumed after restarts in {', '.join(f'{s:.1f}s' for s in resumed_after)}")
+    assert resumed_after and max(resumed_after) < 30, resumed_after
+    print(f"{delivery}: resumed after restarts in {', '.join(f'{s:.1f}s' for s in resumed_after)}")
 
 
 def test_two_daemons_share_the_work_and_one_takes_over_from_the_changelog(

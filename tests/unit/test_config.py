@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from streamwatch.config import ConfigError, StreamwatchConfig, load_config, parse_config
 
@@ -68,3 +69,15 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     listed.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         load_config(listed)
+
+
+def test_the_commented_kafka_example_is_a_valid_configuration() -> None:
+    text = EXAMPLE.read_text()
+    block = text[text.index("# On Kafka instead") : text.index("# The cluster")].splitlines()[1:]
+    uncommented = "\n".join(line[2:] for line in block if line.startswith("# "))
+    config = parse_config(yaml.safe_load(uncommented))
+    assert config.source.kind == "kafka"
+    assert config.source.group_of("pmu-3/frequency", "streamwatch.samples") == "grid-frequency"
+    assert config.source.topic("metrics").format == "line"
+    assert config.dead_letter.kind == "kafka"
+    assert [sink.kind for sink in config.sinks] == ["kafka"]
