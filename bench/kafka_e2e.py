@@ -81,7 +81,7 @@ class Settings:
     samples_per_message: int
     live_seconds: float
     live_fraction: float
-    live_max_messages_per_s: float
+    live_samples_per_message: int
     anomaly_every_s: float
     anomaly_streams: int
     max_poll_records: int
@@ -130,10 +130,7 @@ def parse_settings() -> Settings:
     parser.add_argument("--live-seconds", type=float, default=30.0, help="(c) live production time")
     parser.add_argument("--live-fraction", type=float, default=0.5, help="(c) share of the (b) daemon rate")
     parser.add_argument(
-        "--live-max-messages-per-s",
-        type=float,
-        default=8000.0,
-        help="(c) above this, messages carry several hops of samples (one Python producer's limit)",
+        "--live-samples-per-message", type=int, default=0, help="(c) default: as --samples-per-message"
     )
     parser.add_argument("--anomaly-every-s", type=float, default=2.0)
     parser.add_argument("--anomaly-streams", type=int, default=5, help="streams shifted each time")
@@ -153,7 +150,7 @@ def parse_settings() -> Settings:
         samples_per_message=args.samples_per_message,
         live_seconds=args.live_seconds,
         live_fraction=args.live_fraction,
-        live_max_messages_per_s=args.live_max_messages_per_s,
+        live_samples_per_message=args.live_samples_per_message or args.samples_per_message,
         anomaly_every_s=args.anomaly_every_s,
         anomaly_streams=args.anomaly_streams,
         max_poll_records=args.max_poll_records,
@@ -599,7 +596,7 @@ class LiveSpec:
     seconds: float
     anomaly_every_s: float
     anomaly_streams: int
-    anomaly_samples: int
+    anomaly_samples: int  # how long a shift lasts (whole messages: at least this many samples)
     shift_sigmas: float
     warmup_s: float
     seed: int
@@ -619,62 +616,64 @@ class LiveReport:
 # Samples of one message are stamped this far apart, the last with the wall clock at send: every sample is
 # "produced" when it is sent, so a window closing anywhere in a message closes at (nearly) its send time.
 SAMPLE_SPACING_S = 1e-6
+PRODUCER_LINGER_MS = 5
 
 
 def live_producer(spec: LiveSpec, primed: Event, go: Event, reports: Queue[LiveReport]) -> None:
     """Producer process: one primer message per stream (so the daemon joins its group and starts every
-    stream before timing), then on `go` a message per stream every tick, its samples stamped with the wall
-    clock right at send (microseconds apart, the last exactly at send)."""
-    producer = KafkaProducer(bootstrap_servers=spec.bootstrap, acks="all", linger_ms=0)
+    stream before timing), then on `go` messages spread evenly in time over the streams in turn, as
+    independent devices would send them, each sample stamped with the wall clock right at send."""
+    # A few ms of linger batch the fleet's messages into far fewer requests: without it kafka-python spends
+    # about half a core on one request per message, taken from the daemon on a small machine.
+    producer = KafkaProducer(bootstrap_servers=spec.bootstrap, acks="all", linger_ms=PRODUCER_LINGER_MS)
     rng = np.random.default_rng(spec.seed)
     count, per_message = len(spec.streams), spec.samples_per_message
-    tick_s = per_message / spec.per_stream_hz
     keys = [stream.encode() for stream in spec.streams]
     offsets = SAMPLE_SPACING_S * np.arange(1 - per_message, 1, dtype=np.float64)
+    sent = np.zeros(count, dtype=np.int64)
     shift_left = np.zeros(count, dtype=np.int64)
-    position = 0
 
-    def send_tick() -> None:
-        nonlocal position
-        block = spec.values[:, position : position + per_message].copy()
-        active = shift_left > 0
-        block[active] += spec.shift_sigmas * spec.scales[active][:, None, :]
-        shift_left[active] -= per_message
-        position += per_message
-        for index in range(count):
-            columns = {name: block[index, :, c] for c, name in enumerate(spec.channels)}
-            body = {"stream": spec.streams[index], "ts": time.time() + offsets, "values": columns}
-            producer.send(
-                spec.topic, key=keys[index], value=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-            )
+    def send(stream: int) -> None:
+        begin = int(sent[stream]) * per_message
+        values = spec.values[stream, begin : begin + per_message].copy()
+        if shift_left[stream] > 0:
+            values += spec.shift_sigmas * spec.scales[stream]
+            shift_left[stream] -= per_message
+        columns = {name: values[:, c] for c, name in enumerate(spec.channels)}
+        body = {"stream": spec.streams[stream], "ts": time.time() + offsets, "values": columns}
+        producer.send(
+            spec.topic, key=keys[stream], value=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        )
+        sent[stream] += 1
 
-    send_tick()
+    for stream in range(count):
+        send(stream)
     producer.flush()
     primed.set()
     go.wait(PHASE_TIMEOUT_S)
-    ticks = int(spec.seconds / tick_s)
+    every_s = per_message / spec.per_stream_hz / count  # between two messages of the whole fleet
+    total = int(spec.seconds / every_s)
     cpu_before, started = time.process_time(), time.time()
-    next_anomaly, anomalies, behind = started + spec.warmup_s, 0, 0.0
-    for tick in range(1, ticks + 1):
-        delay = started + tick * tick_s - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        else:
-            behind = max(behind, -delay)
-        if time.time() >= next_anomaly:
+    next_anomaly, anomalies, behind, done = started + spec.warmup_s, 0, 0.0, 0
+    while done < total:
+        now = time.time()
+        if now >= next_anomaly:
             quiet = np.flatnonzero(shift_left <= 0)
             chosen = rng.choice(quiet, size=min(spec.anomaly_streams, len(quiet)), replace=False)
             shift_left[chosen] = spec.anomaly_samples
             anomalies += len(chosen)
             next_anomaly += spec.anomaly_every_s
-        send_tick()
+        due = min(total, int((now - started) / every_s) + 1)
+        if due > done:
+            behind = max(behind, now - (started + done * every_s))
+        for message in range(done, due):
+            send(message % count)
+        done = due
+        time.sleep(max(0.0, started + done * every_s - time.time()))
     producer.flush()
     seconds, cpu = time.time() - started, time.process_time() - cpu_before
     producer.close()
-    messages = ticks * count
-    reports.put(
-        LiveReport(messages + count, messages, messages * per_message, seconds, cpu, anomalies, behind)
-    )
+    reports.put(LiveReport(total + count, total, total * per_message, seconds, cpu, anomalies, behind))
 
 
 def alert_reader(
@@ -723,10 +722,9 @@ class Latency:
 
 def live_latency(settings: Settings, names: Names, data: list[StreamData], rate: float) -> Latency:
     per_stream = rate / settings.streams
-    hops_per_message = max(1, math.ceil(rate / (HOP * settings.live_max_messages_per_s)))
-    per_message = HOP * hops_per_message
-    ticks = int(settings.live_seconds * per_stream / per_message) + 2
-    needed = (ticks + 1) * per_message
+    per_message = settings.live_samples_per_message
+    messages_per_stream = math.ceil(settings.live_seconds * per_stream / per_message) + 2
+    needed = messages_per_stream * per_message
     values = np.stack(
         [np.resize(item.values[TRAIN_SAMPLES:], (needed, item.values.shape[1])) for item in data]
     )
@@ -743,7 +741,7 @@ def live_latency(settings: Settings, names: Names, data: list[StreamData], rate:
         seconds=settings.live_seconds,
         anomaly_every_s=settings.anomaly_every_s,
         anomaly_streams=settings.anomaly_streams,
-        anomaly_samples=4 * HOP,
+        anomaly_samples=LENGTH,
         shift_sigmas=10.0,
         warmup_s=2.0,
         seed=settings.seed,
@@ -1178,7 +1176,8 @@ def print_latency(latency: Latency | None) -> None:
     print(
         "  includes: the producer's send and the broker append, the daemon's fetch and poll, decoding, "
         "windowing, scoring, alert lifecycle, the transaction (alerts + state + offsets) and its commit "
-        "markers, and the reader's fetch (fetch_max_wait 5 ms); ISO times are truncated to ms"
+        f"markers, and the reader's fetch (fetch_max_wait 5 ms); also up to {PRODUCER_LINGER_MS} ms of the "
+        "producer's linger; ISO times are truncated to ms"
     )
 
 

@@ -109,6 +109,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         return revoked, assigned
 
 
+class _StopRequestedError(Exception):
+    """Stop was asked for while waiting on Kafka: leave without committing (nothing is lost by that)."""
+
+
 class KafkaDaemon:
     def __init__(
         self,
@@ -154,6 +158,7 @@ class KafkaDaemon:
         self._rebalance = _Rebalance(time.monotonic)
         self.stats = KafkaStats()
         self.ready = threading.Event()
+        self._stop = threading.Event()
         if config.detector.torch_threads is not None:
             from streamwatch.models import configure_torch
 
@@ -161,10 +166,17 @@ class KafkaDaemon:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         try:
             self._connect(stop)
             while not stop.is_set():
-                self._step()
+                try:
+                    self._step()
+                except (KafkaError, TimeoutError) as error:
+                    log.warning("Kafka failed us (%s); going back to the last committed state", error)
+                    self._recover()
+        except _StopRequestedError:
+            log.warning("stopping with a batch not committed: it is processed again after the restart")
         finally:
             self._close()
 
@@ -444,15 +456,10 @@ class KafkaDaemon:
 
     # -- committing --------------------------------------------------------------------------------------
     def _commit(self, result: _BatchResult) -> None:
-        try:
-            if self._exactly_once:
-                self._commit_transaction(result)
-            else:
-                self._commit_at_least_once(result)
-        except KafkaError as error:
-            log.warning("commit failed (%s); rewinding to the last committed state", error)
-            self._recover()
-            return
+        if self._exactly_once:
+            self._commit_transaction(result)
+        else:
+            self._commit_at_least_once(result)
         self.stats.transactions += 1
         self.stats.dead_letters += len(result.rejected)
         self._dirty_profiles.clear()
@@ -477,8 +484,7 @@ class KafkaDaemon:
                 {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in result.offsets.items()}
             )
 
-    @staticmethod
-    def _retry_timeouts(action: Callable[[], object]) -> None:
+    def _retry_timeouts(self, action: Callable[[], object]) -> None:
         # A broker that is restarting makes these time out; what was sent is still in the producer, so waiting
         # longer loses nothing. Any other error is the caller's to recover from.
         while True:
@@ -486,6 +492,8 @@ class KafkaDaemon:
                 action()
                 return
             except KafkaTimeoutError as error:
+                if self._stop.is_set():
+                    raise _StopRequestedError from error
                 log.warning("Kafka is slow or down (%s); still trying", error)
 
     def _send_outputs(self, result: _BatchResult) -> None:
@@ -538,18 +546,24 @@ class KafkaDaemon:
                 self._dead_letter_file.put(record.value or b"", reason, source)
 
     def _recover(self) -> None:
-        """After a failed commit: a fresh producer (fencing the old one's open transaction), then every owned
-        stream back to its committed state and every partition back to its committed offset."""
+        """After a failure: a fresh producer (fencing the old one's open transaction), then every owned
+        stream back to its committed state and every partition back to its committed offset. Retries until
+        Kafka answers again (or stop is asked for)."""
         self.stats.recoveries += 1
+        while True:
+            try:
+                self._restart_from_commit()
+                return
+            except (KafkaError, TimeoutError) as error:
+                log.warning("Kafka is not back yet (%s); retrying in %.0fs", error, _RETRY_S)
+                if self._stop.wait(_RETRY_S):
+                    raise _StopRequestedError from error
+
+    def _restart_from_commit(self) -> None:
         if self._producer is not None:
             self._producer.close(timeout=0)
             self._producer = None
-        while self._producer is None:
-            try:
-                self._producer = self._new_producer()
-            except KafkaError as error:
-                log.warning("cannot re-create the producer yet (%s)", error)
-                time.sleep(_RETRY_S)
+        self._producer = self._new_producer()
         owned = set(self._assigned)
         self.release(owned)
         self.claim(owned)
