@@ -87,7 +87,8 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class WindowScore:
-    """The verdict on one window: combined score, the threshold it met, and each channel's share."""
+    """The verdict on one window: combined score, the threshold it met, and each channel's evidence (`shares`,
+    relative: alert events report them normalised to sum 1)."""
 
     stream: str
     seq: int

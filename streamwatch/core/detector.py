@@ -88,14 +88,16 @@ class WindowDetector:
     def score_parts(self, windows: FloatArray) -> tuple[FloatArray, FloatArray]:
         """The batched part of scoring: per-channel surprise of every kind but level (B, C), and each
         window's mean level (B, C). The level is judged window by window against a reference that moves
-        with each verdict (see `level_surprise`), which cannot be batched."""
+        with each verdict (see `level_scale`), which cannot be batched."""
         found = evidence(self.reconstructor, windows)
         means = found.pop("level")
         return self.calibration.surprise(found), means
 
-    def level_surprise(self, deviation: FloatArray) -> FloatArray:
-        """Calibrated surprise of a level deviation from the stream's reference, per channel."""
-        return self.calibration.surprise_of("level", deviation)
+    def level_scale(self) -> list[tuple[float, float, float]]:
+        """Per channel (median, 1 / upper, 1 / lower) of the level evidence, for scoring one window at a time
+        in plain floats: surprise = max(0, (d - median) / upper, (median - d) / lower), the lower side only
+        where the feature is two-sided (else its factor is 0)."""
+        return self.calibration.scale_of("level")
 
     def metadata(self) -> dict[str, Any]:
         return {"version": self.version, "calibration": self.calibration.to_json()}

@@ -59,7 +59,7 @@ class _StreamState:
     windower: Windower
     threshold: Threshold
     alerts: AlertMachine
-    level: FloatArray  # the stream's level reference (see core.level)
+    level: list[float]  # the stream's level reference (see core.level), per channel
     level_weight: float
 
 
@@ -71,6 +71,7 @@ class Engine:
         self._alert_config = alerts
         self._clock = clock
         self._models: dict[str, GroupModel] = {}
+        self._level_scales: dict[str, list[tuple[float, float, float]]] = {}
         self._streams: dict[str, _StreamState] = {}
 
     # -- models ------------------------------------------------------------------------------------------
@@ -86,6 +87,7 @@ class Engine:
         """Make `model` the group's live model without starting any stream (a daemon owning only some of the
         group's streams starts those it owns)."""
         self._models[group] = model
+        self._level_scales[group] = model.detector.level_scale()
 
     def start_stream(self, stream: str, group: str, start: StreamStart) -> None:
         """Score `stream` with the group's registered model from now on; an existing stream keeps its windows
@@ -97,7 +99,7 @@ class Engine:
         model = self._models[group]
         threshold = self._threshold_config.build()
         threshold.fit(start.initial_scores)
-        level = start.level.copy()
+        level = [float(value) for value in start.level]
         weight = step_weight(model.spec.hop)
         state = self._streams.get(stream)
         if state is None:
@@ -238,25 +240,31 @@ class Engine:
         by_group: dict[str, list[int]] = defaultdict(list)
         for index, window in enumerate(windows):
             by_group[self._streams[window.stream].group].append(index)
-        channels_of: list[FloatArray] = [np.empty(0, dtype=np.float32)] * len(windows)
-        means_of: list[FloatArray] = [np.empty(0, dtype=np.float32)] * len(windows)
+        channels_of: list[list[float]] = [[]] * len(windows)
+        means_of: list[list[float]] = [[]] * len(windows)
         for group, indices in by_group.items():
             others, means = self._models[group].detector.score_parts(
                 self._normalised_batch([windows[i] for i in indices])
             )
-            for row, index in enumerate(indices):
-                channels_of[index] = others[row]
-                means_of[index] = means[row]
+            for index, other_row, mean_row in zip(indices, others.tolist(), means.tolist(), strict=True):
+                channels_of[index] = other_row
+                means_of[index] = mean_row
         for index, window in enumerate(windows):
             state = self._streams[window.stream]
             model = self._models[state.group]
-            per_channel = np.maximum(
-                channels_of[index], model.detector.level_surprise(means_of[index] - state.level)
-            )
-            score = float(per_channel.max())
+            # Plain floats: for a handful of channels this is several times faster than numpy per window.
+            mean, level = means_of[index], state.level
+            per_channel = [
+                max(other, (deviation := m - ref - median) * to_upper, -deviation * to_lower)
+                for other, m, ref, (median, to_upper, to_lower) in zip(
+                    channels_of[index], mean, level, self._level_scales[state.group], strict=True
+                )
+            ]
+            score = max(per_channel)
             threshold_before = state.threshold.value
             if not state.threshold.observe(score):
-                state.level += state.level_weight * (means_of[index] - state.level)
+                weight = state.level_weight
+                state.level = [ref + weight * (m - ref) for m, ref in zip(mean, level, strict=True)]
             verdict = WindowScore(
                 window.stream,
                 window.seq,
@@ -264,7 +272,7 @@ class Engine:
                 window.end,
                 score,
                 threshold_before,
-                _channel_shares(model.channels, per_channel),
+                dict(zip(model.channels, per_channel, strict=True)),
                 model.version,
                 window.source,
             )
@@ -292,7 +300,7 @@ class Engine:
             "windower": state.windower.snapshot(),
             "threshold": state.threshold.snapshot(),
             "alerts": state.alerts.snapshot(),
-            "level": state.level.tolist(),
+            "level": list(state.level),
         }
 
     def restore(self, stream: str, snapshot: Mapping[str, Any], profile: StreamProfile | None = None) -> None:
@@ -309,15 +317,6 @@ class Engine:
             Windower.restore(stream, model.spec, snapshot["windower"]),
             restore_threshold(snapshot["threshold"]),
             AlertMachine.restore(stream, self._alert_config, snapshot["alerts"]),
-            np.asarray(snapshot["level"], dtype=np.float32),
+            [float(value) for value in snapshot["level"]],
             step_weight(model.spec.hop),
         )
-
-
-def _channel_shares(channels: tuple[str, ...], per_channel: FloatArray) -> dict[str, float]:
-    # Plain floats: for a handful of channels this is several times faster than numpy on the hot path.
-    values = per_channel.tolist()
-    total = sum(values)
-    if total <= 0.0:
-        return dict.fromkeys(channels, 1.0 / len(channels))
-    return {name: value / total for name, value in zip(channels, values, strict=True)}

@@ -103,6 +103,16 @@ class FeatureCalibration:
             scaled = np.maximum(scaled, -deviation / self.lower[name])
         return scaled
 
+    def scale_of(self, name: str) -> list[tuple[float, float, float]]:
+        """Per channel (median, 1 / upper, 1 / lower or 0 when one-sided) of one kind of evidence."""
+        side, _ = FEATURES[name]
+        return [
+            (float(median), 1.0 / float(upper), 1.0 / float(lower) if side == "both" else 0.0)
+            for median, upper, lower in zip(
+                self.median[name], self.upper[name], self.lower[name], strict=True
+            )
+        ]
+
     def to_json(self) -> dict[str, Any]:
         return {
             part: {name: values.tolist() for name, values in table.items()}
