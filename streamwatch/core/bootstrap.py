@@ -50,6 +50,9 @@ class TrainingPlan:
     held_out_share: float = 0.2
     max_train_windows: int = 8000
     max_calibration_windows: int = 4000
+    # Each stream's threshold is fitted on at least this many of its own held-out windows (when it has
+    # them), however many streams share the calibration budget above.
+    min_threshold_windows: int = 256
     progress: bool = False
 
 
@@ -181,7 +184,7 @@ def train_group(
         held_out_windows=held_out,
         version=version,
     )
-    initial = {stream: detector.score(windows).score for stream, windows in split.held_by_stream.items()}
+    initial = {stream: detector.score(windows).score for stream, windows in split.threshold_by_stream.items()}
     return GroupModel(version, spec, channels, profiles, detector, report, initial, split.references)
 
 
@@ -208,7 +211,7 @@ def start_stream(model: GroupModel, series: StreamSeries, plan: TrainingPlan) ->
 class _Split:
     train: list[FloatArray]
     held: list[FloatArray]
-    held_by_stream: dict[str, FloatArray]
+    threshold_by_stream: dict[str, FloatArray]
     references: dict[str, FloatArray]
 
 
@@ -234,6 +237,13 @@ def _split_windows(normalised: Mapping[str, FloatArray], spec: WindowSpec, plan:
         split.train.append(train - train_refs[:, None, :])
         held_relative = held - held_refs[:, None, :]
         split.held.append(held_relative)
-        split.held_by_stream[stream] = held_relative
+        split.threshold_by_stream[stream] = held_relative
         split.references[stream] = final
+        # Many streams share the calibration budget: give each threshold enough of its own windows.
+        held_available = max(0, len(values) - cut - length + 1)
+        dense = max(1, held_available // plan.min_threshold_windows)
+        if dense < held_stride:
+            windows = sliding(values[cut:], length, dense)
+            refs, _ = follow(windows.mean(axis=1), after_train, step_weight(spec.hop, dense))
+            split.threshold_by_stream[stream] = windows - refs[:, None, :]
     return split

@@ -101,6 +101,8 @@ def source_consumer(config: KafkaConfig, source: KafkaSourceConfig, instance_id:
         # Latency over batching: return as soon as anything arrived, wait at most 20 ms for more.
         fetch_max_wait_ms=20,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        # Asking for a topic's metadata must never create it (on brokers that allow auto-creation).
+        allow_auto_create_topics=False,
     )
 
 
@@ -114,6 +116,7 @@ def reader(config: KafkaConfig, *, isolation_level: str = "read_committed") -> K
         fetch_max_wait_ms=20,
         max_partition_fetch_bytes=MAX_MODEL_BYTES,
         fetch_max_bytes=MAX_MODEL_BYTES,
+        allow_auto_create_topics=False,
     )
 
 

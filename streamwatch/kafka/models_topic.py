@@ -46,6 +46,10 @@ class ModelsTopic:
         consumer.assign([self._partition])
         consumer.seek_to_beginning(self._partition)
 
+    def close(self) -> None:
+        self._producer.close(timeout=5)
+        self._consumer.close()
+
     def publish(self, group: str, model: GroupModel) -> str:
         """Send a model (blocking until the broker has it); returns the record key."""
         key = f"{group}\x1f{model.version}\x1f{self._publisher}\x1f{time.time_ns()}"
@@ -107,8 +111,8 @@ def publish_model(config: KafkaConfig, topic: str, group: str, model: GroupModel
         admin.close()
     consumer = clients.reader(config, isolation_level="read_uncommitted")
     producer = clients.plain_producer(config, large=True)
+    models = ModelsTopic(consumer, producer, topic, "cli")
     try:
-        models = ModelsTopic(consumer, producer, topic, "cli")
         published = {(item.group, item.model.version) for item in models.catch_up()}
         if (group, model.version) in published:
             raise ValueError(
@@ -117,5 +121,4 @@ def publish_model(config: KafkaConfig, topic: str, group: str, model: GroupModel
             )
         models.publish(group, model)
     finally:
-        producer.close()
-        consumer.close()
+        models.close()

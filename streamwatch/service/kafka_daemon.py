@@ -306,7 +306,10 @@ class KafkaDaemon:
         for client in (self._producer, self._reader):
             if client is not None:
                 client.close(timeout=5) if isinstance(client, KafkaProducer) else client.close()
+        if self._models is not None:
+            self._models.close()
         self._consumer = self._producer = self._reader = None
+        self._models = None
 
     # -- one step ----------------------------------------------------------------------------------------
     def _step(self) -> None:

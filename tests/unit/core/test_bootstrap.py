@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+
+from streamwatch.core.bootstrap import StreamSeries, TrainingPlan, WindowShape, start_stream, train_group
+from streamwatch.core.reconstructor import Reconstructor
+from streamwatch.models.pca import PcaReconstructor
+
+START = 1_767_225_600.0
+
+
+def _pca(length: int, channels: int) -> Reconstructor:
+    return PcaReconstructor(length=length, channels=channels)
+
+
+def _series(rng: np.random.Generator, n: int, offset: float = 0.0) -> StreamSeries:
+    t = np.arange(n, dtype=np.float64)
+    values = (offset + np.sin(2 * np.pi * t / 25) + 0.1 * rng.normal(size=n)).astype(np.float32)[:, None]
+    return StreamSeries(("v",), START + t, values)
+
+
+def test_every_stream_gets_enough_of_its_own_windows_to_fit_its_threshold() -> None:
+    rng = np.random.default_rng(1)
+    series = {f"s{i}": _series(rng, 1500) for i in range(60)}
+    plan = TrainingPlan(max_calibration_windows=400, min_threshold_windows=100)
+    model = train_group(series, version="pca@1", shape=WindowShape(length=32, hop=2), plan=plan, factory=_pca)
+    # 60 streams share 400 calibration windows (about 7 each); thresholds still see about 100 windows each.
+    assert all(len(scores) >= 90 for scores in model.initial_scores.values())
+    assert all(np.isfinite(scores).all() for scores in model.initial_scores.values())
+
+
+def test_a_stream_not_trained_on_starts_under_the_model_with_its_own_profile() -> None:
+    rng = np.random.default_rng(2)
+    model = train_group(
+        {"s1": _series(rng, 3000)}, version="pca@1", shape=WindowShape(), plan=TrainingPlan(), factory=_pca
+    )
+    newcomer = _series(rng, 1000, offset=40.0)  # another level entirely: its own profile absorbs it
+    start = start_stream(model, newcomer, TrainingPlan())
+    assert abs(float(start.profile.to_json()["centre"][0]) - 40.0) < 1.0
+    assert len(start.initial_scores) > 100
+    # Normal windows of the newcomer look normal to the model: the median score is well below the floor.
+    assert float(np.median(start.initial_scores)) < 1.5
