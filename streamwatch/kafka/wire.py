@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
-from streamwatch.records import AlertEvent, DataQualityEvent
+from streamwatch.records import AlertEvent
 
 Headers = list[tuple[str, bytes]]
 
@@ -16,11 +16,6 @@ JSON = b"application/json"
 def alert_record(event: AlertEvent) -> tuple[bytes, bytes, Headers]:
     """Key = stream id, so that one stream's lifecycle stays in order in one partition."""
     headers = [("content-type", JSON), ("schema", b"alert-event"), ("schema-version", ALERT_SCHEMA_VERSION)]
-    return event.stream.encode(), orjson.dumps(event.to_json()), headers
-
-
-def quality_record(event: DataQualityEvent) -> tuple[bytes, bytes, Headers]:
-    headers = [("content-type", JSON), ("schema", b"data-quality"), ("schema-version", b"1")]
     return event.stream.encode(), orjson.dumps(event.to_json()), headers
 
 

@@ -43,6 +43,8 @@ from streamwatch.records import SourcePosition
 log = logging.getLogger("streamwatch.kafka")
 
 _RETRY_S = 2.0
+# A training that failed (too little data for its windows, say) is not retried at once: it would fail again.
+_JOB_RETRY_S = 60.0
 Block = tuple[str, Any, Any, Sequence[SourcePosition | None] | None]
 
 
@@ -146,8 +148,10 @@ class KafkaDaemon:
         # a crash or a rebalance before it starts delivers its samples again instead of losing them.
         self._held: dict[str, int] = {}
         self._carry: list[Block] = []
+        self._overflowing: set[str] = set()
         self._dirty_profiles: set[str] = set()
         self._jobs: dict[str, _Job] = {}
+        self._retry_after: dict[str, float] = {}  # group -> when failed background work may run again
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamwatch-train")
         self._state_partitions = 1
         self._consumer: KafkaConsumer | None = None
@@ -416,6 +420,14 @@ class KafkaDaemon:
         except ChannelMismatchError as error:
             return self._fresh_only(rows, self._all_rows(rows, str(error)))
         self._held.setdefault(rows.stream, int(rows.offsets[0]))
+        if self._onboarding.dropped(rows.stream) and rows.stream not in self._overflowing:
+            self._overflowing.add(rows.stream)
+            log.warning(
+                "%s: more samples wait for its model than are kept (%d); the oldest beyond the training "
+                "samples are not scored",
+                rows.stream,
+                self._onboarding.max_waiting,
+            )
         return self._fresh_only(rows, [(rows.positions[row], reason) for row, reason in refused])
 
     def _fresh_only(
@@ -695,7 +707,7 @@ class KafkaDaemon:
 
     def _schedule_jobs(self) -> None:
         for group in self._onboarding.groups():
-            if group in self._jobs:
+            if group in self._jobs or time.monotonic() < self._retry_after.get(group, 0.0):
                 continue
             model = self._engine.model(group)
             if model is None:
@@ -743,9 +755,10 @@ class KafkaDaemon:
             try:
                 model, key, starts = job.future.result()
             except Exception:  # a failed training must not take the daemon down; the data waits for a retry
-                log.exception("background work for group %s failed", group)
+                log.exception("background work for group %s failed; retrying in %.0fs", group, _JOB_RETRY_S)
                 del self._jobs[group]
                 self._give_back(group, job.series)
+                self._retry_after[group] = time.monotonic() + _JOB_RETRY_S
                 continue
             if key is not None:
                 # Trained here: wait until the models topic says whose model won (ours, or one published
