@@ -147,6 +147,10 @@ class KafkaSourceConfig(_Strict):
     models_topic: str = Field(default="streamwatch.models", min_length=1)
     # Streams not matched by any rule share one model per topic.
     groups: tuple[StreamGroupRule, ...] = ()
+    # Records per poll, and so at most per transaction. Larger batches cost less per record when busy (every
+    # stream a batch touches writes its state once per transaction: 20,000 gave 1.2-1.6x the throughput of
+    # 5,000 here) but a busy daemon's alerts then wait for a longer batch (p99 2.2 s vs 1.3 s near
+    # saturation): time to alert comes first.
     max_poll_records: int = Field(default=5000, ge=1)
     poll_timeout_ms: int = Field(default=100, ge=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
