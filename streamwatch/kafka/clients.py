@@ -35,6 +35,9 @@ def connection_settings(config: KafkaConfig, environ: Mapping[str, str] | None =
         "security_protocol": security.protocol,
         # Reconnect quickly once a broker is back instead of backing off to kafka-python's 30 s.
         "reconnect_backoff_max_ms": 2000,
+        # A client that cannot reach the cluster gives up after 10 s (kafka-python: 30 s) and the daemon
+        # retries: so a daemon asked to stop while Kafka is unreachable stops within seconds.
+        "bootstrap_timeout_ms": 10_000,
     }
     if security.protocol in ("SSL", "SASL_SSL"):
         settings.update(_tls_settings(security, env))
