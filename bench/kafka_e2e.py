@@ -50,9 +50,8 @@ from streamwatch.config import StreamwatchConfig, parse_config
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, sliding, train_group
 from streamwatch.core.detector import model_input
 from streamwatch.generate.simulate import simulate
-from streamwatch.kafka import clients, topics
+from streamwatch.kafka import clients, models_topic, topics
 from streamwatch.kafka.changelog import PROFILE, STATE
-from streamwatch.kafka.models_topic import ModelsTopic
 from streamwatch.offline import reconstructor_factory
 from streamwatch.records import FloatArray, parse_iso_utc
 from streamwatch.service.kafka_daemon import KafkaDaemon, KafkaStats
@@ -241,14 +240,7 @@ def train_model(settings: Settings, data: list[StreamData]) -> GroupModel:
 
 
 def publish_model(settings: Settings, names: Names, model: GroupModel) -> None:
-    config = daemon_config(settings, names, "a").kafka
-    models = ModelsTopic(
-        clients.reader(config, isolation_level="read_uncommitted"),
-        clients.plain_producer(config, large=True),
-        names.models,
-        "bench",
-    )
-    models.publish(GROUP, model)
+    models_topic.publish_model(daemon_config(settings, names, "a").kafka, names.models, GROUP, model)
 
 
 def single_sample_messages(data: list[StreamData], begin: int, count: int) -> list[tuple[bytes, bytes]]:
