@@ -169,7 +169,7 @@ def _one_row(stream: str, values: Mapping[str, float], ts: float) -> SampleBlock
 class BatchDecoder:
     def __init__(self, source: KafkaSourceConfig) -> None:
         self._source = source
-        self._decoders: dict[str, Decoder] = {}
+        self._decoders: dict[str, tuple[Decoder, bool]] = {}
 
     def decode(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> DecodedBatch:
         out = DecodedBatch(batch=batch)
@@ -177,8 +177,7 @@ class BatchDecoder:
         for tp, records in batch.items():
             if not records:
                 continue
-            decode = self._decoder(tp.topic)
-            fast = self._source.topic(tp.topic).format == "json"
+            decode, fast = self._decoder(tp.topic)
             out.offsets[tp] = records[-1].offset + 1
             out.records += len(records)
             for record in records:
@@ -191,11 +190,13 @@ class BatchDecoder:
             out.samples += len(timestamps)
         return out
 
-    def _decoder(self, topic: str) -> Decoder:
-        decode = self._decoders.get(topic)
-        if decode is None:
-            decode = self._decoders[topic] = decoder_for(self._source.topic(topic))
-        return decode
+    def _decoder(self, topic: str) -> tuple[Decoder, bool]:
+        """The topic's decoder, and whether its single-sample JSON records may take the fast path."""
+        known = self._decoders.get(topic)
+        if known is None:
+            config = self._source.topic(topic)
+            known = self._decoders[topic] = (decoder_for(config), config.format == "json")
+        return known
 
     @staticmethod
     def _add(
@@ -234,9 +235,9 @@ class BatchDecoder:
 
 def _add_plain_sample(record: ConsumerRecord, tp: TopicPartition, parts: dict[str, _Parts]) -> bool:
     """The hot path for one sample per record, in the canonical form `{"stream": s, "ts": <epoch number>,
-    "values": {channel: number}}` of a stream already seen with those channels. Anything else (another
-    form, a new stream, a problem to report) returns False and takes the general decoder, which gives the
-    same result or the reason."""
+    "values": {channel: number}}`, for a new stream or one already seen with those channels in that order.
+    Anything else (another form, a problem to report) returns False and takes the general decoder, which
+    gives the same result or the reason."""
     value = record.value
     if value is None or value[:1] != b"{":
         return False
@@ -247,10 +248,13 @@ def _add_plain_sample(record: ConsumerRecord, tp: TopicPartition, parts: dict[st
     if len(document) != 3:
         return False
     stream, ts, values = document.get("stream"), document.get("ts"), document.get("values")
-    part = parts.get(stream) if type(stream) is str else None
-    if part is None or type(values) is not dict or type(ts) not in (float, int):
+    if type(stream) is not str or not stream or type(values) is not dict or not values:
         return False
-    if tuple(values) != part.channels:
+    if type(ts) not in (float, int):
+        return False
+    part = parts.get(stream)
+    channels = tuple(values)
+    if part is not None and channels != part.channels:
         return False
     row = list(values.values())
     if not all(type(number) in (float, int) for number in row):
@@ -258,6 +262,8 @@ def _add_plain_sample(record: ConsumerRecord, tp: TopicPartition, parts: dict[st
     seconds = epoch_seconds(ts)
     if not math.isfinite(seconds):
         return False
+    if part is None:
+        part = parts[stream] = _Parts(tp, channels)
     part.add_row(seconds, row, record.offset)
     return True
 
