@@ -189,7 +189,6 @@ class KafkaDaemon:
         self._assigned: set[TopicPartition] = set()
         self._rebalance = _Rebalance(time.monotonic)
         self.stats = KafkaStats()
-        self.ready = threading.Event()
         self._stop = threading.Event()
         if config.detector.torch_threads is not None:
             from streamwatch.models import configure_torch
@@ -247,7 +246,6 @@ class KafkaDaemon:
             self._instance,
             self._source.delivery.replace("_", "-"),
         )
-        self.ready.set()
 
     def _subscribed_consumer(self) -> KafkaConsumer:
         consumer = clients.source_consumer(self._config.kafka, self._source, self._instance)
@@ -659,6 +657,8 @@ class KafkaDaemon:
             count,
             restored.records,
         )
+        if restored.unreadable:
+            log.warning("%d changelog records could not be read and were skipped", restored.unreadable)
         return new
 
     def _resume_at(self, tp: TopicPartition, committed: int | None) -> None:
