@@ -1,4 +1,4 @@
-"""Command line: run, train, detect, generate, check-config, replay.
+"""Command line: run, train, detect, generate, check-config, replay, publish-model, tail, evaluate, plot.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (the message says which key and how
 to fix it).
@@ -19,9 +19,14 @@ from typing import TYPE_CHECKING
 
 from streamwatch import __version__, logs
 from streamwatch.config import ConfigError, StreamwatchConfig, load_config
+from streamwatch.evaluate import command as evaluate_command
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from streamwatch.codecs import DecodeError
+    from streamwatch.generate.inject import Label
+    from streamwatch.generate.simulate import Series
 
 log = logging.getLogger("streamwatch")
 
@@ -118,24 +123,46 @@ def _parser() -> argparse.ArgumentParser:
     generate = verbs.add_parser(
         "generate",
         help="simulate normal data and inject labelled anomalies",
-        description="Writes a CSV (timestamp,<channel>,...) and a labels JSON.",
+        description=(
+            "Writes a CSV (timestamp,<channel>,...) and a labels JSON. The normal data is simulated "
+            "(--domain) or read (--base); anomalies are injected by rule, or drawn from a trained conv or "
+            "lstm model (--from-model) by perturbing its encoder weights or latent code."
+        ),
     )
     from streamwatch.generate.inject import KINDS
     from streamwatch.generate.simulate import DOMAINS
 
-    generate.add_argument("--domain", choices=DOMAINS, required=True)
-    generate.add_argument("--samples", type=int, default=20_000, help="number of samples (default 20000)")
-    generate.add_argument("--rate", type=float, help="sampling rate in Hz (default: the domain's)")
+    model_kinds = "encoder_weights,latent_noise,latent_offset"
+    generate.add_argument("--domain", choices=DOMAINS, help="domain to simulate (required without --base)")
+    generate.add_argument(
+        "--base", type=Path, help="CSV of normal data to put the anomalies into, instead of simulating"
+    )
+    generate.add_argument(
+        "--from-model",
+        type=Path,
+        help="draw anomalies from this model (a `streamwatch train --out` path); its channels must match",
+    )
+    generate.add_argument("--samples", type=int, help="number of simulated samples (default 20000)")
+    generate.add_argument("--rate", type=float, help="simulated sampling rate in Hz (default: the domain's)")
     generate.add_argument("--anomalies", type=int, default=6, help="how many anomalies to inject (default 6)")
     generate.add_argument(
-        "--kinds", default=",".join(KINDS), help=f"comma-separated kinds (default all: {','.join(KINDS)})"
+        "--kinds",
+        help=(
+            f"comma-separated kinds: {','.join(KINDS)}, and with --from-model also {model_kinds} "
+            "(default: all classic kinds, or all model kinds with --from-model)"
+        ),
     )
-    generate.add_argument("--severity", type=float, default=1.0, help="1.0 = clearly anomalous to a human")
+    generate.add_argument(
+        "--severity",
+        type=float,
+        default=1.0,
+        help="1.0 = clearly anomalous to a human; with --from-model 0 changes nothing but still labels",
+    )
     generate.add_argument(
         "--normal-fraction", type=float, default=0.3, help="leading share kept anomaly-free (default 0.3)"
     )
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--start", default="2026-01-01T00:00:00Z", help="time of the first sample")
+    generate.add_argument("--start", help="time of the first simulated sample (default 2026-01-01T00:00:00Z)")
     generate.add_argument("--out", type=Path, required=True, help="CSV to write")
     generate.add_argument(
         "--log-lines",
@@ -151,6 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_check_config)
     _replay_parser(verbs)
+    _plot_parser(verbs)
+    evaluate_command.add_parser(verbs)
     return parser
 
 
@@ -310,29 +339,33 @@ def _tail(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from streamwatch.generate.inject import write_csv, write_labels
+    from streamwatch.generate.inject import KINDS, write_csv, write_labels
     from streamwatch.generate.scenario import inject_spread, levels_only
-    from streamwatch.generate.simulate import simulate
-    from streamwatch.records import parse_iso_utc
 
+    problem = _generate_usage_problem(args)
+    if problem is not None:
+        print(f"streamwatch: {problem}", file=sys.stderr)
+        return 2
     if not 0.0 <= args.normal_fraction < 1.0:
         raise ValueError(f"--normal-fraction must be in [0, 1), got {args.normal_fraction}")
     rng = np.random.default_rng(args.seed)
-    series = simulate(
-        args.domain, n=args.samples, start=parse_iso_utc(args.start), rng=rng, rate_hz=args.rate
-    )
+    series = _generate_base(args, rng)
     if args.log_lines:
         if args.domain != "logs":
             raise ValueError("--log-lines renders the logs domain; use --domain logs")
         series = levels_only(series)
-    series, labels = inject_spread(
-        series,
-        rng=rng,
-        kinds=[kind.strip() for kind in args.kinds.split(",") if kind.strip()],
-        count=args.anomalies,
-        severity=args.severity,
-        normal_fraction=args.normal_fraction,
-    )
+    kinds = [kind.strip() for kind in (args.kinds or "").split(",") if kind.strip()]
+    if args.from_model is not None:
+        series, labels = _anomalies_from_model(args, series, kinds, rng)
+    else:
+        series, labels = inject_spread(
+            series,
+            rng=rng,
+            kinds=kinds or KINDS,
+            count=args.anomalies,
+            severity=args.severity,
+            normal_fraction=args.normal_fraction,
+        )
     labels_path = args.labels or args.out.with_suffix(".labels.json")
     if args.log_lines:
         from streamwatch.generate.logs import render_log_lines
@@ -342,8 +375,67 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         write_csv(args.out, series)
     write_labels(labels_path, labels)
-    log.info("wrote %s (%d samples, %d anomalies) and %s", args.out, args.samples, len(labels), labels_path)
+    log.info("wrote %s (%d samples, %d anomalies) and %s", args.out, len(series), len(labels), labels_path)
     return 0
+
+
+def _generate_usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with how generate's options combine, or None."""
+    if args.base is None:
+        if args.domain is None:
+            return "generate needs --domain (data to simulate) or --base (a CSV of normal data)"
+        return None
+    simulated = [
+        option
+        for option, value in (
+            ("--domain", args.domain),
+            ("--samples", args.samples),
+            ("--rate", args.rate),
+            ("--start", args.start),
+        )
+        if value is not None
+    ]
+    if simulated:
+        return f"leave out {', '.join(simulated)} with --base (those options describe simulated data)"
+    if args.log_lines:
+        return "--log-lines renders simulated logs; it cannot be combined with --base"
+    return None
+
+
+def _generate_base(args: argparse.Namespace, rng: np.random.Generator) -> Series:
+    """The normal data anomalies go into: the --base CSV, or the simulated --domain."""
+    if args.base is not None:
+        from streamwatch.generate.from_model import read_base
+
+        return read_base(args.base)
+    from streamwatch.generate.simulate import simulate
+    from streamwatch.records import parse_iso_utc
+
+    start = parse_iso_utc(args.start or "2026-01-01T00:00:00Z")
+    samples = 20_000 if args.samples is None else args.samples
+    return simulate(args.domain, n=samples, start=start, rng=rng, rate_hz=args.rate)
+
+
+def _anomalies_from_model(
+    args: argparse.Namespace, series: Series, kinds: list[str], rng: np.random.Generator
+) -> tuple[Series, list[Label]]:
+    from streamwatch.generate.from_model import generate_from_model
+    from streamwatch.generate.inject import MODEL_KINDS
+    from streamwatch.models.group_store import load_group_model
+
+    model = load_group_model(args.from_model)
+    # The stream names the model's profile to normalise with; a stream it does not know gets its own.
+    stream = args.base.stem if args.base is not None else args.domain
+    return generate_from_model(
+        model,
+        series,
+        stream=stream,
+        rng=rng,
+        kinds=kinds or MODEL_KINDS,
+        count=args.anomalies,
+        severity=args.severity,
+        normal_fraction=args.normal_fraction,
+    )
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -439,6 +531,105 @@ def _replay_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help=f"seconds to wait for the broker before giving up (default {CONNECT_TIMEOUT_S:g})",
     )
     replay.set_defaults(handler=_replay)
+
+
+def _plot_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    plot = verbs.add_parser(
+        "plot",
+        help="draw a stream with its scores and alerts, or a model's latent space, as a PNG",
+        description="Pictures for people: `plot stream` and `plot latent` (see each one's --help).",
+    )
+    views = plot.add_subparsers(dest="view", required=True, metavar="VIEW")
+    stream = views.add_parser(
+        "stream",
+        help="data, window scores, threshold, alerts and labels over time",
+        description=(
+            "Draw a stream: its channels (the first 4), then window score and threshold, with alerts "
+            "(firing to resolved) shaded and labelled anomalies hatched. Either plot an earlier detect run "
+            "(give its --scores CSV and, for the alerts, its --alerts file) or let this run detect on FILE "
+            "with the same options as `streamwatch detect` (--train-fraction, --train-until, --model, -c). "
+            "Long files are decimated per pixel column (min and max), so spikes stay visible."
+        ),
+    )
+    _file_arguments(stream)
+    stream.add_argument("--model", type=Path, help="detect with this trained model instead of training")
+    stream.add_argument("--scores", type=Path, help="per-window scores of an earlier `detect --scores` run")
+    stream.add_argument("--alerts", type=Path, help="alert events of that run (`detect --alerts`)")
+    stream.add_argument("--labels", type=Path, help="labelled anomalies to hatch (a labels JSON)")
+    stream.add_argument(
+        "--from", dest="time_from", metavar="TIME", help="draw from this time (ISO-8601 or epoch seconds)"
+    )
+    stream.add_argument(
+        "--to", dest="time_to", metavar="TIME", help="draw up to this time (ISO-8601 or epoch seconds)"
+    )
+    _plot_output_arguments(stream)
+    stream.set_defaults(handler=_plot_stream)
+    latent = views.add_parser(
+        "latent",
+        help="normal against labelled windows in the model's latent space (2-D PCA)",
+        description=(
+            "Encode every window of FILE with a trained model (from `streamwatch train --out`), project the "
+            "latent codes onto the two leading principal axes of the normal windows, and draw normal and "
+            "anomalous windows (those overlapping a label) in two colours. Prints the share of anomalous "
+            "windows outside the ellipse that holds 99% of the normal ones."
+        ),
+    )
+    latent.add_argument("file", type=Path, help="CSV (timestamp,<channel>,...)")
+    latent.add_argument("--model", type=Path, required=True, help="model path given to `train --out`")
+    latent.add_argument("--labels", type=Path, required=True, help="labels JSON: which windows are anomalous")
+    latent.add_argument("--stream", help="stream id (default: the file name without extension)")
+    _plot_output_arguments(latent)
+    latent.set_defaults(handler=_plot_latent)
+
+
+def _plot_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--title", help="figure title (default: the stream id or model version)")
+
+
+def _plot_stream(args: argparse.Namespace) -> int:
+    from streamwatch import plot
+    from streamwatch.offline import Split, detect, detect_with_model, load_frame
+
+    view = plot.TimeRange.parse(args.time_from, args.time_to)
+    frame, errors = load_frame(
+        args.file, fmt=args.format, stream=args.stream or args.file.stem, log_interval_s=args.log_interval
+    )
+    if errors:
+        log.warning("%s: %d unusable lines skipped (first: %s)", args.file, len(errors), errors[0].reason)
+    labels = [] if args.labels is None else plot.read_label_spans(args.labels)
+    if args.scores is not None:
+        if args.model is not None or args.train_until is not None or args.train_fraction is not None:
+            raise ValueError("--model and --train-* run detect here; with --scores nothing is detected")
+        picture = plot.picture_from_files(
+            frame, scores=args.scores, alerts=args.alerts, labels=labels, title=args.title
+        )
+    elif args.alerts is not None:
+        raise ValueError("--alerts needs the --scores of the same detect run")
+    else:
+        config = _config(args.config)
+        split = Split.parse(args.train_until, args.train_fraction)
+        if args.model is not None:
+            result = detect_with_model(frame, split, config, args.model)
+        else:
+            result = detect(frame, split, config, progress=args.progress)
+        picture = plot.picture_from_detection(frame, result, labels=labels, title=args.title)
+    plot.plot_stream(picture, args.out, view=view)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def _plot_latent(args: argparse.Namespace) -> int:
+    from streamwatch import plot
+    from streamwatch.models.group_store import load_group_model
+    from streamwatch.offline import load_frame
+
+    frame, _ = load_frame(args.file, fmt="csv", stream=args.stream or args.file.stem)
+    view = plot.latent_view(load_group_model(args.model), frame, plot.read_label_spans(args.labels))
+    plot.plot_latent(view, args.out, title=args.title)
+    print(view.summary())
+    log.info("wrote %s", args.out)
+    return 0
 
 
 def _positive_int(text: str) -> int:

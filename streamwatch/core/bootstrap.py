@@ -32,6 +32,8 @@ DEFAULT_LENGTH = 64
 # the stream profile's seasonality instead, so they never stretch a window to hours.
 _RHYTHM_MIN_HEIGHT = 0.25
 _RHYTHM_MAX_CYCLE_S = 60.0
+# Held-out windows needed to calibrate at all.
+_MIN_HELD_OUT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +173,7 @@ def train_group(
     split = _split_windows(normalised, spec, plan)
     train_windows = np.concatenate(split.train)
     held_out = np.concatenate(split.held)
-    if len(train_windows) < 8 or len(held_out) < 4:
+    if len(train_windows) < 8 or len(held_out) < _MIN_HELD_OUT:
         raise ValueError(
             f"not enough training data for windows of {spec.length} samples: "
             f"{len(train_windows)} training and {len(held_out)} held-out windows (need 8 and 4)"
@@ -227,7 +229,9 @@ def _split_windows(normalised: Mapping[str, FloatArray], spec: WindowSpec, plan:
     held_stride = max(1, int(np.ceil(total * plan.held_out_share / plan.max_calibration_windows)))
     split = _Split([], [], {}, {})
     for stream, values in normalised.items():
-        cut = int(len(values) * (1 - plan.held_out_share))
+        # A short history still gets a few held-out windows: calibration matters more than the last windows
+        # of training.
+        cut = min(int(len(values) * (1 - plan.held_out_share)), len(values) - length - _MIN_HELD_OUT + 1)
         train = sliding(values[:cut], length, train_stride)
         # The held-out part starts right after the training part so every held-out window is unseen.
         held = sliding(values[cut:], length, held_stride)

@@ -19,6 +19,9 @@ from streamwatch.records import FloatArray
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
 
+# What `stabilise_counts` makes of a zero count.
+_ANSCOMBE_FLOOR = 2.0 * math.sqrt(0.375)
+
 # A season must explain at least this share of a channel's variance to be worth removing; below that the
 # profile would mostly add its own estimation noise.
 _MIN_SEASONAL_SHARE = 0.2
@@ -187,6 +190,18 @@ def stabilise_counts(values: FloatArray, counts: npt.NDArray[np.bool_]) -> Float
     return np.where(counts, 2.0 * np.sqrt(np.maximum(values, 0.0) + 0.375), values).astype(np.float32)
 
 
+def unstabilise_counts(
+    values: npt.NDArray[np.float64], counts: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.float64]:
+    """Inverse of `stabilise_counts`: count channels back to non-negative integers (values below the
+    transform's floor, which no count reaches, become 0)."""
+    if not counts.any():
+        return values
+    restored = np.round((np.maximum(values, _ANSCOMBE_FLOOR) / 2.0) ** 2 - 0.375)
+    raw: npt.NDArray[np.float64] = np.where(counts, np.maximum(restored, 0.0), values)
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class StreamProfile:
     """Count stabilisation, seasonal adjustment, then robust scaling, per channel; frozen after fit."""
@@ -213,6 +228,15 @@ class StreamProfile:
             times = starts[:, None] + np.arange(length)[None, :] * self.interval_s
             adjusted = adjusted - self.seasonality.at(times.reshape(-1)).reshape(windows.shape)
         return ((adjusted - self.centre) / self.scale).astype(np.float32)
+
+    def denormalise(
+        self, timestamps: npt.NDArray[np.float64], normalised: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Inverse of `normalise`: (N, C) normalised values at the given times -> raw units."""
+        adjusted = normalised * self.scale.astype(np.float64) + self.centre.astype(np.float64)
+        if self.seasonality is not None:
+            adjusted = adjusted + self.seasonality.at(timestamps).astype(np.float64)
+        return adjusted if self.counts is None else unstabilise_counts(adjusted, self.counts)
 
     def stabilised(self, values: FloatArray) -> FloatArray:
         return values if self.counts is None else stabilise_counts(values, self.counts)

@@ -37,6 +37,9 @@ KINDS: tuple[str, ...] = (
     "correlation_break",
 )
 
+# Anomalies drawn from a trained autoencoder (streamwatch.generate.from_model); labels may carry these too.
+MODEL_KINDS: tuple[str, ...] = ("encoder_weights", "latent_noise", "latent_offset")
+
 # Magnitude ranges at severity 1.0, in robust scales of the channel.
 _SPIKE_SCALES = (6.0, 10.0)
 _SHIFT_SCALES = (3.0, 5.0)
@@ -79,7 +82,7 @@ class Label:
             kind, channels, severity = data["kind"], data["channels"], data["severity"]
         except KeyError as missing:
             raise ValueError(f"label lacks field {missing}") from None
-        if kind not in KINDS:
+        if kind not in KINDS and kind not in MODEL_KINDS:
             raise ValueError(f"unknown anomaly kind {kind!r}")
         if not isinstance(channels, list) or not all(isinstance(name, str) for name in channels):
             raise ValueError("label channels must be a list of names")

@@ -1,0 +1,110 @@
+"""Run the offline path (the daemon's engine) over a labelled series and express what it said in rows.
+
+Training uses only the rows the corpus sets aside for it (NAB's probationary period, UCR's training prefix,
+SKAB's first 400 rows, MIT-BIH's first five minutes), and scoring starts right after them, so every verdict is
+one the live daemon could have given at that moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streamwatch.codecs import CsvFrame
+from streamwatch.config import StreamwatchConfig
+from streamwatch.evaluate.datasets import LabelledSeries
+from streamwatch.evaluate.metrics import AlertSpan
+from streamwatch.offline import DetectResult, Split, run_engine, train_on_prefix
+from streamwatch.records import AlertEvent
+
+IntArray = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SeriesRun:
+    """Every scored window (first and last row, score, the threshold it met) and every alert, in rows."""
+
+    series: LabelledSeries
+    window_length: int
+    first_rows: IntArray
+    last_rows: IntArray
+    scores: F64
+    thresholds: F64
+    alerts: tuple[AlertSpan, ...]
+
+    @property
+    def exceeds(self) -> npt.NDArray[np.bool_]:
+        exceeds: npt.NDArray[np.bool_] = self.scores > self.thresholds
+        return exceeds
+
+    def ratios(self) -> F64:
+        """Score over the threshold it met: 1 is the stream's own alerting line, comparable across files."""
+        ratios: F64 = self.scores / np.maximum(self.thresholds, 1e-12)
+        return ratios
+
+    def row_scores(self) -> F64:
+        """A per-row score for benchmarks that want one per row: each window's ratio at the row where it
+        closes (when it is known), 0 where no window closes."""
+        rows = np.zeros(self.series.rows, dtype=np.float64)
+        np.maximum.at(rows, self.last_rows, self.ratios())
+        return rows
+
+    def fired_rows(self) -> npt.NDArray[np.bool_]:
+        """The rows at which an alert fired (the moment someone is paged)."""
+        fired = np.zeros(self.series.rows, dtype=np.bool_)
+        fired[[alert.fired for alert in self.alerts]] = True
+        return fired
+
+
+def run_series(series: LabelledSeries, config: StreamwatchConfig, *, progress: bool = False) -> SeriesRun:
+    if series.train_rows < 2 or series.train_rows >= series.rows:
+        raise ValueError(
+            f"{series.name}: {series.train_rows} training rows of {series.rows} leave nothing to do"
+        )
+    timestamps = series.timestamps
+    frame = CsvFrame(series.name, timestamps, series.channels, series.values)
+    model, cut = train_on_prefix(
+        frame, Split(until=float(timestamps[series.train_rows - 1])), config, progress=progress
+    )
+    return series_run(series, run_engine(frame, cut, model, config))
+
+
+def series_run(series: LabelledSeries, result: DetectResult) -> SeriesRun:
+    to_row = _RowClock(series)
+    scores = result.scores
+    return SeriesRun(
+        series=series,
+        window_length=result.model.spec.length,
+        first_rows=to_row.of([item.start for item in scores]),
+        last_rows=to_row.of([item.end for item in scores]),
+        scores=np.asarray([item.score for item in scores], dtype=np.float64),
+        thresholds=np.asarray([item.threshold for item in scores], dtype=np.float64),
+        alerts=alert_spans_in_rows(result.alerts, to_row, series.rows),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _RowClock:
+    series: LabelledSeries
+
+    def of(self, moments: list[float]) -> IntArray:
+        offsets = (np.asarray(moments, dtype=np.float64) - self.series.start_s) / self.series.interval_s
+        return np.rint(offsets).astype(np.int64)
+
+
+def alert_spans_in_rows(events: list[AlertEvent], to_row: _RowClock, rows: int) -> tuple[AlertSpan, ...]:
+    """Alert lifecycles as row spans: from the row whose window fired it to the row whose window resolved it
+    (an alert still firing at the end of the data lasts to the last row)."""
+    fired: dict[str, int] = {}
+    spans: list[AlertSpan] = []
+    for event in events:
+        row = int(to_row.of([event.window_end])[0])
+        if event.status == "firing":
+            fired.setdefault(event.alert_id, row)
+        elif event.alert_id in fired:
+            spans.append(AlertSpan(fired.pop(event.alert_id), row))
+    spans.extend(AlertSpan(row, rows - 1) for row in fired.values())
+    return tuple(sorted(spans, key=lambda span: span.fired))

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamwatch.evaluate.datasets import Beat, LabelledSeries
+from streamwatch.evaluate.metrics import AlertSpan
+from streamwatch.evaluate.report import (
+    beat_verdicts,
+    incident_figures,
+    mitbih_figures,
+    skab_figures,
+    ucr_figures,
+    ucr_location,
+)
+from streamwatch.evaluate.run import SeriesRun
+
+
+def _series(
+    rows: int, anomalies: tuple[tuple[int, int], ...], *, train: int = 10, **extra: object
+) -> LabelledSeries:
+    return LabelledSeries(
+        name="s",
+        channels=("x",),
+        values=np.zeros((rows, 1), dtype=np.float32),
+        interval_s=60.0,
+        train_rows=train,
+        anomalies=anomalies,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _run(
+    series: LabelledSeries, windows: list[tuple[int, int, float]], alerts: tuple[AlertSpan, ...] = ()
+) -> SeriesRun:
+    return SeriesRun(
+        series=series,
+        window_length=4,
+        first_rows=np.asarray([first for first, _, _ in windows], dtype=np.int64),
+        last_rows=np.asarray([last for _, last, _ in windows], dtype=np.int64),
+        scores=np.asarray([score for _, _, score in windows], dtype=np.float64),
+        thresholds=np.ones(len(windows)),
+        alerts=alerts,
+    )
+
+
+def test_row_scores_put_each_ratio_where_its_window_closes() -> None:
+    run = _run(_series(10, ()), [(0, 3, 0.5), (2, 5, 2.0), (4, 7, 1.5)])
+    assert run.row_scores().tolist() == [0, 0, 0, 0.5, 0, 2.0, 0, 1.5, 0, 0]
+    assert run.exceeds.tolist() == [False, True, True]
+
+
+def test_ucr_location_is_the_middle_of_the_top_window_and_top1_uses_the_tolerance() -> None:
+    series = _series(2000, ((1500, 1510),))
+    hit = _run(series, [(100, 163, 1.0), (1380, 1443, 9.0)])  # middle 1411: within 100 of 1500
+    miss = _run(series, [(100, 163, 9.0), (1380, 1443, 1.0)])
+    assert ucr_location(hit) == 1411
+    assert ucr_figures([hit, miss]) == {"top1_accuracy": 0.5, "top1_hits": 1}
+
+
+def test_skab_f1_counts_alert_rows_over_whole_files() -> None:
+    labels = np.zeros(20, dtype=np.bool_)
+    labels[10:15] = True
+    series = _series(20, ((10, 14),), point_labels=labels)
+    # Active rows 12..16: 3 true positives (12-14), 2 false (15-16), 2 missed (10-11).
+    run = _run(series, [], alerts=(AlertSpan(12, 16),))
+    figures = skab_figures([run])
+    assert figures["f1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 2))
+    assert figures["far"] == pytest.approx(2 / 15)
+    assert figures["mar"] == pytest.approx(2 / 5)
+
+
+def test_beats_are_judged_by_windows_centred_near_them() -> None:
+    series = _series(2000, ())
+    # Centres 200 (exceeds), 700 (does not), 1000 (exceeds).
+    run = _run(series, [(150, 250, 3.0), (650, 750, 0.5), (950, 1050, 2.0)])
+    verdicts = beat_verdicts(run, np.asarray([120, 200, 290, 300, 700, 1090], dtype=np.int64))
+    assert verdicts.tolist() == [True, True, True, False, False, True]
+
+
+def test_mitbih_f1_over_scored_beats_only() -> None:
+    beats = (Beat(50, "V"), Beat(500, "N"), Beat(900, "V"), Beat(1300, "N"), Beat(1700, "V"), Beat(1750, "+"))
+    series = _series(2000, (), train=100, beats=beats)
+    # Flags the V at 900 and the N at 1300; misses the V at 1700. The V at 50 is in training; "+" is no beat.
+    run = _run(series, [(850, 950, 2.0), (1250, 1350, 2.0), (1650, 1750, 0.1)])
+    figures = mitbih_figures([run])
+    assert figures["beats"] == 4
+    assert figures["veb_precision"] == 0.5 and figures["veb_recall"] == 0.5 and figures["veb_f1"] == 0.5
+
+
+def test_incident_figures_hand_worked() -> None:
+    series = _series(1450, ((100, 120), (600, 640)), train=10)  # 60-s rows: 1,440 scored rows = 1 day
+    run = _run(series, [], alerts=(AlertSpan(110, 130), AlertSpan(900, 905)))
+    figures = incident_figures([run])
+    assert figures["labelled_events"] == 2 and figures["alerts"] == 2 and figures["false_alarms"] == 1
+    assert figures["event_recall"] == 0.5 and figures["event_precision"] == 0.5
+    assert figures["mean_time_to_detect_s"] == 600.0  # 10 rows of 60 s
+    assert figures["false_alarms_per_day"] == pytest.approx(1.0)
+    # Point-adjusted: the first label (21 rows) wholly found; 10 active rows after it and 6 later are FPs.
+    assert figures["pa_f1"] == pytest.approx(2 * 21 / (2 * 21 + 16 + 41))
+
+
+def test_a_corpus_without_a_clock_reports_delays_in_rows_only() -> None:
+    series = _series(100, ((40, 50),), clocked=False)
+    figures = incident_figures([_run(series, [], alerts=(AlertSpan(45, 60), AlertSpan(80, 85)))])
+    assert figures["mean_rows_to_detect"] == 5.0
+    assert figures["mean_time_to_detect_s"] is None and figures["false_alarms_per_day"] is None
