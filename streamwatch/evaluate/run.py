@@ -7,17 +7,18 @@ one the live daemon could have given at that moment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from streamwatch.codecs import CsvFrame
 from streamwatch.config import StreamwatchConfig
+from streamwatch.core.alerts import AlertConfig, AlertMachine
 from streamwatch.evaluate.datasets import LabelledSeries
 from streamwatch.evaluate.metrics import AlertSpan
 from streamwatch.offline import DetectResult, Split, run_engine, train_on_prefix
-from streamwatch.records import AlertEvent
+from streamwatch.records import AlertEvent, WindowScore
 
 IntArray = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -34,6 +35,7 @@ class SeriesRun:
     scores: F64
     thresholds: F64
     alerts: tuple[AlertSpan, ...]
+    alert_config: AlertConfig = field(default_factory=AlertConfig)
 
     @property
     def exceeds(self) -> npt.NDArray[np.bool_]:
@@ -45,17 +47,27 @@ class SeriesRun:
         ratios: F64 = self.scores / np.maximum(self.thresholds, 1e-12)
         return ratios
 
-    def row_scores(self) -> F64:
-        """A per-row score for benchmarks that want one per row: each window's ratio at the row where it
-        closes (when it is known), 0 where no window closes."""
-        rows = np.zeros(self.series.rows, dtype=np.float64)
-        np.maximum.at(rows, self.last_rows, self.ratios())
-        return rows
+    def replayed(self, multiplier: float) -> tuple[AlertSpan, ...]:
+        """The alerts streamwatch's alert rule raises on this run's window scores when every threshold is
+        `multiplier` times what it was: the rule replayed exactly, at another sensitivity (the engine's own
+        adaptation, which learned from the original verdicts, is kept as it was)."""
+        machine = AlertMachine(self.series.name, self.alert_config)
+        times = self.series.timestamps
+        events: list[AlertEvent] = []
+        for index, (first, last, ratio) in enumerate(
+            zip(self.first_rows.tolist(), self.last_rows.tolist(), self.ratios().tolist(), strict=True)
+        ):
+            end = float(times[last])
+            verdict = WindowScore(
+                self.series.name, index, float(times[first]), end, ratio, multiplier, {}, ""
+            )
+            events.extend(machine.step(verdict, end))
+        return alert_spans_in_rows(events, _RowClock(self.series), self.series.rows)
 
-    def fired_rows(self) -> npt.NDArray[np.bool_]:
-        """The rows at which an alert fired (the moment someone is paged)."""
+    def fired_rows(self, alerts: tuple[AlertSpan, ...] | None = None) -> npt.NDArray[np.bool_]:
+        """The rows at which an alert fired (the moment someone is paged): this run's alerts by default."""
         fired = np.zeros(self.series.rows, dtype=np.bool_)
-        fired[[alert.fired for alert in self.alerts]] = True
+        fired[[alert.fired for alert in (self.alerts if alerts is None else alerts)]] = True
         return fired
 
 
@@ -69,10 +81,10 @@ def run_series(series: LabelledSeries, config: StreamwatchConfig, *, progress: b
     model, cut = train_on_prefix(
         frame, Split(until=float(timestamps[series.train_rows - 1])), config, progress=progress
     )
-    return series_run(series, run_engine(frame, cut, model, config))
+    return series_run(series, run_engine(frame, cut, model, config), config.alerts.build())
 
 
-def series_run(series: LabelledSeries, result: DetectResult) -> SeriesRun:
+def series_run(series: LabelledSeries, result: DetectResult, alert_config: AlertConfig) -> SeriesRun:
     to_row = _RowClock(series)
     scores = result.scores
     return SeriesRun(
@@ -83,6 +95,7 @@ def series_run(series: LabelledSeries, result: DetectResult) -> SeriesRun:
         scores=np.asarray([item.score for item in scores], dtype=np.float64),
         thresholds=np.asarray([item.threshold for item in scores], dtype=np.float64),
         alerts=alert_spans_in_rows(result.alerts, to_row, series.rows),
+        alert_config=alert_config,
     )
 
 
@@ -96,8 +109,8 @@ class _RowClock:
 
 
 def alert_spans_in_rows(events: list[AlertEvent], to_row: _RowClock, rows: int) -> tuple[AlertSpan, ...]:
-    """Alert lifecycles as row spans: from the row whose window fired it to the row whose window resolved it
-    (an alert still firing at the end of the data lasts to the last row)."""
+    """Alert lifecycles as row spans: from the row whose window fired it to the last row it reported as
+    anomalous (its resolving event's window end); an alert still firing at the end lasts to the last row."""
     fired: dict[str, int] = {}
     spans: list[AlertSpan] = []
     for event in events:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from streamwatch.evaluate.report import (
     ucr_figures,
     ucr_location,
 )
+from streamwatch.core.alerts import AlertConfig
 from streamwatch.evaluate.run import SeriesRun
 
 
@@ -44,18 +47,37 @@ def _run(
     )
 
 
-def test_row_scores_put_each_ratio_where_its_window_closes() -> None:
-    run = _run(_series(10, ()), [(0, 3, 0.5), (2, 5, 2.0), (4, 7, 1.5)])
-    assert run.row_scores().tolist() == [0, 0, 0, 0.5, 0, 2.0, 0, 1.5, 0, 0]
-    assert run.exceeds.tolist() == [False, True, True]
+def test_replaying_the_alert_rule_at_another_sensitivity() -> None:
+    ratios = [0.5, 2.0, 3.0, 1.5, 0.2, 0.2, 0.2, 2.5, 2.6, 0.1]
+    run = replace(
+        _run(_series(20, ()), [(i, i + 3, ratio) for i, ratio in enumerate(ratios)]),
+        alert_config=AlertConfig(for_windows=2, resolve_windows=2, cooldown_windows=0),
+    )
+    # At the stream's own threshold: fires on the second window in a row above 1 (window 2, last row 5),
+    # resolves after two clear windows, reporting the anomaly over at the last window above (window 3, row
+    # 6); fires again at window 8 (row 11) and is still firing at the end.
+    assert run.replayed(1.0) == (AlertSpan(5, 6), AlertSpan(11, 19))
+    # At 2.2 times it: window 2 alone is not enough; windows 7-8 fire it at row 11.
+    assert run.replayed(2.2) == (AlertSpan(11, 19),)
+    assert run.replayed(4.0) == ()
+    assert run.fired_rows(run.replayed(2.2)).nonzero()[0].tolist() == [11]
 
 
-def test_ucr_location_is_the_middle_of_the_top_window_and_top1_uses_the_tolerance() -> None:
+def test_ucr_location_is_where_covering_windows_score_highest_and_top1_uses_the_tolerance() -> None:
     series = _series(2000, ((1500, 1510),))
-    hit = _run(series, [(100, 163, 1.0), (1380, 1443, 9.0)])  # middle 1411: within 100 of 1500
+    # Three overlapping windows score high; the rows all three cover (1420-1443) have the highest mean.
+    hit = _run(series, [(100, 163, 1.0), (1380, 1443, 9.0), (1400, 1463, 9.0), (1420, 1483, 9.0)])
     miss = _run(series, [(100, 163, 9.0), (1380, 1443, 1.0)])
-    assert ucr_location(hit) == 1411
+    assert 1420 <= ucr_location(hit) <= 1443
+    assert ucr_location(miss) == 100
     assert ucr_figures([hit, miss]) == {"top1_accuracy": 0.5, "top1_hits": 1}
+
+
+def test_ucr_location_prefers_the_row_under_most_high_windows() -> None:
+    series = _series(300, ((0, 0),))
+    # A spike at row 150 lifts every window covering it; neighbours are covered by fewer high windows.
+    windows = [(first, first + 31, 5.0 if first <= 150 <= first + 31 else 1.0) for first in range(0, 268, 2)]
+    assert abs(ucr_location(_run(series, windows)) - 150) <= 2
 
 
 def test_skab_f1_counts_alert_rows_over_whole_files() -> None:
