@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from streamwatch.core.alerts import AlertConfig
 from streamwatch.evaluate.datasets import Beat, LabelledSeries
 from streamwatch.evaluate.metrics import AlertSpan
 from streamwatch.evaluate.report import (
@@ -15,7 +16,6 @@ from streamwatch.evaluate.report import (
     ucr_figures,
     ucr_location,
 )
-from streamwatch.core.alerts import AlertConfig
 from streamwatch.evaluate.run import SeriesRun
 
 
