@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,10 +42,17 @@ def add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "-c", "--config", type=Path, help="YAML config (detector, threshold, alerts sections)"
     )
     evaluate.add_argument(
-        "--jobs", type=int, default=1, help="series evaluated in parallel, one process each (default 1)"
+        "--jobs",
+        type=int,
+        default=available_cpus(),
+        help="series evaluated in parallel, one process each (default: the CPUs this process may use)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     evaluate.set_defaults(handler=run)
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run(args: argparse.Namespace) -> int:

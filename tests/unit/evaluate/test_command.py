@@ -28,7 +28,12 @@ def test_evaluate_prints_one_json_object_with_the_corpus_metrics(
     dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = write_corpus(dataset, tmp_path)
-    assert main(["evaluate", "--dataset", dataset, "--data", str(root), "--model", "pca", "--json"]) == 0
+    assert (
+        main(
+            ["evaluate", "--dataset", dataset, "--data", str(root), "--model", "pca", "--json", "--jobs", "1"]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     figures = json.loads(captured.out)
     assert figures["dataset"] == dataset and figures["model"] == "pca"
@@ -66,7 +71,23 @@ def test_a_file_too_short_to_train_counts_as_silent_not_skipped(
     folder = tmp_path / "UCR_Anomaly_FullData"
     folder.mkdir()
     (folder / "001_UCR_Anomaly_Short_20_30_35.txt").write_text("\n".join(["1.0", "2.0"] * 25) + "\n")
-    assert main(["evaluate", "--dataset", "ucr", "--data", str(tmp_path), "--model", "pca", "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                "ucr",
+                "--data",
+                str(tmp_path),
+                "--model",
+                "pca",
+                "--json",
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
     figures = json.loads(capsys.readouterr().out)
     assert figures["files"] == 1 and figures["top1_accuracy"] == 0.0
     assert "001_UCR_Anomaly_Short_20_30_35.txt" in figures["failed_files"]
@@ -75,3 +96,16 @@ def test_a_file_too_short_to_train_counts_as_silent_not_skipped(
 def test_wrong_data_directory_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--dataset", "skab", "--data", str(tmp_path)]) == 1
     assert "no SKAB experiments" in capsys.readouterr().err
+
+
+def test_parallel_evaluation_gives_the_same_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_corpus("skab", tmp_path)
+    figures = []
+    for jobs in ("1", "2"):
+        main(
+            ["evaluate", "--dataset", "skab", "--data", str(root), "--model", "pca", "--json", "--jobs", jobs]
+        )
+        figures.append({k: v for k, v in json.loads(capsys.readouterr().out).items() if k != "seconds"})
+    assert figures[0] == figures[1]

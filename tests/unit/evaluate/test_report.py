@@ -8,10 +8,12 @@ import pytest
 from streamwatch.core.alerts import AlertConfig
 from streamwatch.evaluate.datasets import Beat, LabelledSeries
 from streamwatch.evaluate.metrics import AlertSpan
+from streamwatch.evaluate.nab import scaled_sigmoid
 from streamwatch.evaluate.report import (
     beat_verdicts,
     incident_figures,
     mitbih_figures,
+    nab_figures,
     skab_figures,
     ucr_figures,
     ucr_location,
@@ -127,3 +129,21 @@ def test_a_corpus_without_a_clock_reports_delays_in_rows_only() -> None:
     figures = incident_figures([_run(series, [], alerts=(AlertSpan(45, 60), AlertSpan(80, 85)))])
     assert figures["mean_rows_to_detect"] == 5.0
     assert figures["mean_time_to_detect_s"] is None and figures["false_alarms_per_day"] is None
+
+
+def test_nab_figures_score_the_rows_where_alerts_fired() -> None:
+    series = _series(1000, ((500, 599),), train=150)
+    # Windows close every 10 rows; those closing at 500-520 are far above threshold, the rest well below.
+    windows = [(last - 63, last, 5.0 if 500 <= last <= 520 else 0.2) for last in range(160, 1000, 10)]
+    run = _run(series, windows)
+    figures = nab_figures([replace(run, alerts=run.replayed(1.0))])
+    # The alert fires on the second window in a row above threshold, at row 510: a hit 90 rows before the
+    # end of a 100-row window, and nothing else is detected. Null scores -1 (one missed window), perfect +1.
+    weight = float(
+        scaled_sigmoid(np.asarray([-(599 - 510 + 1) / 100]))[0] / scaled_sigmoid(np.asarray([-1.0]))[0]
+    )
+    assert figures["nab_standard_alerts"] == pytest.approx(100 * (weight + 1) / 2)
+    # Every threshold multiple from above 0.2 to below 5 replays the same single alert; the tie goes to the
+    # highest multiple on the quarter-octave grid below 5.
+    assert figures["nab_standard"] == pytest.approx(figures["nab_standard_alerts"])
+    assert figures["nab_standard_threshold"] == 2 ** (9 / 4)
