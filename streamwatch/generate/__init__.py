@@ -1,9 +1,11 @@
-"""Synthetic normal data for the supported domains and labelled anomaly injection."""
+"""Synthetic normal data for the supported domains, labelled anomaly injection, and (`from_model`, which
+needs torch and is not imported here) anomalies drawn from a trained autoencoder."""
 
 from __future__ import annotations
 
 from streamwatch.generate.inject import (
     KINDS,
+    MODEL_KINDS,
     Label,
     inject,
     inject_many,
@@ -18,6 +20,7 @@ from streamwatch.generate.simulate import DOMAINS, Series, SimulatedStream, simu
 __all__ = [
     "DOMAINS",
     "KINDS",
+    "MODEL_KINDS",
     "Label",
     "Series",
     "SimulatedStream",
