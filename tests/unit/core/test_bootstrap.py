@@ -40,3 +40,18 @@ def test_a_stream_not_trained_on_starts_under_the_model_with_its_own_profile() -
     assert len(start.initial_scores) > 100
     # Normal windows of the newcomer look normal to the model: the median score is well below the floor.
     assert float(np.median(start.initial_scores)) < 1.5
+
+
+def test_a_short_history_keeps_enough_held_out_windows_to_calibrate() -> None:
+    # 150 rows (NAB's probationary period of a 1,000-row file) with 64-sample windows: a fifth held out would
+    # be 30 rows, less than one window. Training gives up rows so calibration still sees unseen windows.
+    rng = np.random.default_rng(3)
+    model = train_group(
+        {"s": _series(rng, 150)},
+        version="pca@1",
+        shape=WindowShape(length=64, hop=4),
+        plan=TrainingPlan(),
+        factory=_pca,
+    )
+    assert len(model.initial_scores["s"]) >= 4
+    assert np.isfinite(model.initial_scores["s"]).all()

@@ -98,3 +98,15 @@ def test_cross_fitting_shows_the_residuals_new_days_will_have() -> None:
     assert np.std(honest) > np.std(in_sample)
     flat = fit_profile(("x",), times, rng.normal(size=(times.size, 1)).astype(np.float32))
     assert np.array_equal(cross_fitted(flat, times, values), flat.normalise(times, values))
+
+
+def test_denormalise_inverts_normalise_with_counts_and_seasons() -> None:
+    rng = np.random.default_rng(4)
+    times = np.arange(0, 3 * DAY_S, 300.0)
+    level = 30 + 20 * np.sin(2 * np.pi * times / DAY_S)
+    values = np.stack([rng.poisson(level), level + rng.normal(0, 1, times.size)], axis=1).astype(np.float32)
+    profile = fit_profile(("requests", "latency"), times, values)
+    assert profile.counts is not None and profile.counts.tolist() == [True, False]
+    back = profile.denormalise(times, profile.normalise(times, values).astype(np.float64))
+    assert np.array_equal(back[:, 0], values[:, 0])  # counts come back as the same integers
+    assert np.allclose(back[:, 1], values[:, 1], atol=1e-3)
