@@ -1,7 +1,7 @@
 """Detection quality of the default configuration on every public corpus, with published figures beside it.
 
     python bench/quality.py [--data ../shared/data] [--models conv,lstm,pca] [--datasets nab,ucr,skab,mitbih]
-                            [--jobs 2] [--out quality.md] [--json-dir DIR]
+                            [--jobs 2] [--out quality.md] [--json-dir DIR] [--from-json DIR]
 
 Runs `streamwatch evaluate` (the same code) for each dataset and model, prints a markdown table and writes it
 to --out. Each corpus's headline metric is the one its benchmark defines: NAB normalised score (standard,
@@ -42,6 +42,8 @@ REFERENCES: dict[str, list[tuple[str, str]]] = {
     "mitbih": [("no unsupervised beat-level F1 published for these records", "–")],
 }
 
+MODELS = ("conv", "lstm", "pca")
+
 HEADLINE = {
     "nab": "NAB standard / low FP / low FN",
     "ucr": "top-1 accuracy",
@@ -65,6 +67,15 @@ def _number(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 def _files(figures: dict[str, Any]) -> str:
     failed = len(figures["failed_files"])
     return f"{figures['files']} ({failed} failed)" if failed else str(figures["files"])
@@ -78,11 +89,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for figures in rows:
         dataset = figures["dataset"]
-        delay = figures["mean_time_to_detect_s"]
         lines.append(
             f"| {dataset} | {figures['model']} | {HEADLINE[dataset]} | {headline(dataset, figures)} "
             f"| {_number(figures['event_f1'])} | {_number(figures['pa_f1'])} "
-            f"| {_number(delay, 0) + ' s' if delay is not None else '–'} "
+            f"| {_duration(figures['mean_time_to_detect_s'])} "
             f"| {_number(figures['false_alarms_per_day'], 2)} "
             f"| {_files(figures)} "
             f"| {figures['seconds'] / 60:.1f} min |"
@@ -106,14 +116,25 @@ def main() -> None:
     parser.add_argument(
         "--data", type=Path, default=Path("../shared/data"), help="folder holding nab/ ucr/ ..."
     )
-    parser.add_argument("--models", default="conv,lstm,pca", help="comma-separated (default: all three)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: all three)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--jobs", type=int, default=2, help="series in parallel (default 2)")
     parser.add_argument(
         "--out", type=Path, default=Path("quality.md"), help="markdown table (default quality.md)"
     )
     parser.add_argument("--json-dir", type=Path, help="also write each evaluation's JSON here")
+    parser.add_argument(
+        "--from-json", type=Path, help="only print the table of evaluations saved earlier with --json-dir"
+    )
     args = parser.parse_args()
+    if args.from_json is not None:
+        saved = [json.loads(path.read_text()) for path in sorted(args.from_json.glob("*.json"))]
+        print(
+            table(
+                sorted(saved, key=lambda item: (MODELS.index(item["model"]), DATASETS.index(item["dataset"])))
+            )
+        )
+        return
     rows: list[dict[str, Any]] = []
     for model in args.models.split(","):
         config = StreamwatchConfig(detector=DetectorConfig(model=model))
