@@ -48,6 +48,9 @@ def add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="series evaluated in parallel, one process each (default: the CPUs this process may use)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    evaluate.add_argument(
+        "--per-file", action="store_true", help="add each file's own figures (events, false alarms, headline)"
+    )
     evaluate.set_defaults(handler=run)
 
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             on_series=lambda _name: _advance(bar),
         )
-    figures = result.figures()
+    figures = result.figures(per_file=args.per_file)
     if args.json:
         print(json.dumps(_finite(figures), sort_keys=False))
     else:
@@ -89,18 +92,25 @@ def _advance(bar: tqdm[Any]) -> None:
     bar.update()
 
 
-def _finite(figures: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN or infinity: undefined figures become null."""
-    return {
-        key: None if isinstance(value, float) and not math.isfinite(value) else value
-        for key, value in figures.items()
-    }
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: undefined figures become null, at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def format_table(figures: dict[str, Any]) -> str:
-    width = max(len(key) for key in figures)
-    lines = []
-    for key, value in figures.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        lines.append(f"{key:<{width}}  {shown}")
+    corpus = {key: value for key, value in figures.items() if key != "per_file"}
+    width = max(len(key) for key in corpus)
+    lines = [f"{key:<{width}}  {_shown(value)}" for key, value in corpus.items()]
+    for item in figures.get("per_file", []):
+        lines.append("  ".join(f"{key}={_shown(value)}" for key, value in item.items()))
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -17,7 +17,7 @@ import numpy as np
 
 from streamwatch.config import StreamwatchConfig
 from streamwatch.evaluate.datasets import LabelledSeries, read_dataset
-from streamwatch.evaluate.report import score
+from streamwatch.evaluate.report import file_figures, score
 from streamwatch.evaluate.run import SeriesRun, run_series
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ class CorpusResult:
     failures: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def figures(self) -> dict[str, Any]:
-        return {
+    def figures(self, *, per_file: bool = False) -> dict[str, Any]:
+        figures = {
             "dataset": self.dataset,
             "model": self.model,
             **score(self.dataset, self.runs),
@@ -43,6 +43,9 @@ class CorpusResult:
             "failed_files": dict(self.failures),
             "seconds": round(self.seconds, 1),
         }
+        if per_file:
+            figures["per_file"] = [file_figures(self.dataset, run) for run in self.runs]
+        return figures
 
 
 def silent_run(series: LabelledSeries) -> SeriesRun:

@@ -39,6 +39,35 @@ def score(dataset: str, runs: Sequence[SeriesRun]) -> dict[str, Any]:
     return {**specific[dataset](runs), **incident_figures(runs)}
 
 
+def file_figures(dataset: str, run: SeriesRun) -> dict[str, Any]:
+    """One series' own figures, to see which files a detector handles and which it does not: its events and
+    false alarms, and its part of the corpus's headline metric where that has a per-file meaning."""
+    series = run.series
+    start = series.train_rows
+    labels = [(max(first, start), last) for first, last in series.anomalies if last >= start]
+    events = event_counts(labels, run.alerts, tolerance=run.window_length)
+    figures: dict[str, Any] = {
+        "file": series.name,
+        "rows": series.rows,
+        "window": run.window_length,
+        "labelled_events": events.labels,
+        "found": events.found,
+        "alerts": events.alerts,
+        "false_alarms": events.false_alarms,
+    }
+    if dataset == "nab":
+        scored = nab.score_file(nab_file(series), run.fired_rows(), nab.PROFILES["standard"])
+        figures["nab_standard_raw_as_fired"] = scored.score
+    elif dataset == "ucr" and len(run.scores):
+        figures["top1_location"] = ucr_location(run)
+        figures["top1_hit"] = top1_hit(figures["top1_location"], series.anomalies[0], UCR_TOLERANCE)
+    elif dataset == "skab":
+        figures["f1"] = point_counts(alert_rows(run.alerts, series.rows), series.labels()).f1
+    elif dataset == "mitbih":
+        figures["veb_f1"] = mitbih_figures([run])["veb_f1"]
+    return figures
+
+
 def incident_figures(runs: Sequence[SeriesRun]) -> dict[str, Any]:
     """What an on-call engineer experiences, pooled over the corpus (scored rows only). Times need a clock:
     a corpus without one (UCR) reports delays in rows only."""

@@ -109,3 +109,20 @@ def test_parallel_evaluation_gives_the_same_figures(
         )
         figures.append({k: v for k, v in json.loads(capsys.readouterr().out).items() if k != "seconds"})
     assert figures[0] == figures[1]
+
+
+@pytest.mark.parametrize(("dataset", "key"), [("nab", "nab_standard_raw_as_fired"), ("ucr", "top1_hit")])
+def test_per_file_figures_name_each_file(
+    dataset: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_corpus(dataset, tmp_path)
+    main(["evaluate", "--dataset", dataset, "--data", str(root), "--model", "pca", "--json", "--per-file"])
+    figures = json.loads(capsys.readouterr().out)
+    assert len(figures["per_file"]) == figures["files"]
+    for item in figures["per_file"]:
+        assert {"file", "labelled_events", "found", "alerts", "false_alarms", key} <= set(item)
+    assert sum(item["found"] for item in figures["per_file"]) == round(
+        figures["event_recall"] * figures["labelled_events"]
+    )
+    main(["evaluate", "--dataset", dataset, "--data", str(root), "--model", "pca", "--per-file"])
+    assert "file=" in capsys.readouterr().out  # one line per file in the table too
