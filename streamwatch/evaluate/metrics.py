@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from streamwatch.evaluate.events import Span, score_events
+
 BoolArray = npt.NDArray[np.bool_]
 
 
@@ -124,24 +126,17 @@ class EventCounts:
 def event_counts(
     labels: Sequence[tuple[int, int]], alerts: Sequence[AlertSpan], *, tolerance: int
 ) -> EventCounts:
-    """Match alerts to labelled spans (inclusive rows). An alert finds a label when it is active at some row
-    of the label or fires within `tolerance` rows after it ends (a window is judged only once it closes).
-    The delay is from the label's first row to the first alert that found it (0 when it fired earlier)."""
-    found = 0
-    delays: list[int] = []
-    matched = [False] * len(alerts)
-    for first, last in labels:
-        hits = [
-            index
-            for index, alert in enumerate(alerts)
-            if alert.fired <= last + tolerance and alert.last >= first
-        ]
-        for index in hits:
-            matched[index] = True
-        if hits:
-            found += 1
-            delays.append(max(0, min(alerts[index].fired for index in hits) - first))
-    return EventCounts(len(labels), found, len(alerts), matched.count(False), tuple(delays))
+    """Match alerts to labelled spans (inclusive rows) with the matching rule of `events.score_events`, in
+    rows: an alert finds a label when it is active at some row of the label or fires within `tolerance`
+    rows after it ends (a window is judged only once it closes). The delay is from the label's first row to
+    the first alert that found it (0 when it fired earlier)."""
+    matched = score_events(
+        [Span(first, last) for first, last in labels],
+        [(Span(alert.fired, alert.last), float(alert.fired)) for alert in alerts],
+        tolerance_s=tolerance,
+    )
+    delays = tuple(int(delay) for delay in matched.detection_delays_s)
+    return EventCounts(matched.labels, matched.found, matched.alerts, matched.false_alarms, delays)
 
 
 def top1_hit(location: int, span: tuple[int, int], tolerance: int) -> bool:
