@@ -16,6 +16,7 @@ from streamwatch.codecs import CsvFrame
 from streamwatch.config import StreamwatchConfig
 from streamwatch.core.alerts import AlertConfig, AlertMachine
 from streamwatch.evaluate.datasets import LabelledSeries
+from streamwatch.evaluate.events import alert_spans
 from streamwatch.evaluate.metrics import AlertSpan
 from streamwatch.offline import DetectResult, Split, run_engine, train_on_prefix
 from streamwatch.records import AlertEvent, WindowScore
@@ -62,7 +63,7 @@ class SeriesRun:
                 self.series.name, index, float(times[first]), end, ratio, multiplier, {}, ""
             )
             events.extend(machine.step(verdict, end))
-        return alert_spans_in_rows(events, _RowClock(self.series), self.series.rows)
+        return alert_spans_in_rows(events, self.series)
 
     def fired_rows(self, alerts: tuple[AlertSpan, ...] | None = None) -> npt.NDArray[np.bool_]:
         """The rows at which an alert fired (the moment someone is paged): this run's alerts by default."""
@@ -94,7 +95,7 @@ def series_run(series: LabelledSeries, result: DetectResult, alert_config: Alert
         last_rows=to_row.of([item.end for item in scores]),
         scores=np.asarray([item.score for item in scores], dtype=np.float64),
         thresholds=np.asarray([item.threshold for item in scores], dtype=np.float64),
-        alerts=alert_spans_in_rows(result.alerts, to_row, series.rows),
+        alerts=alert_spans_in_rows(result.alerts, series),
         alert_config=alert_config,
     )
 
@@ -108,16 +109,12 @@ class _RowClock:
         return np.rint(offsets).astype(np.int64)
 
 
-def alert_spans_in_rows(events: list[AlertEvent], to_row: _RowClock, rows: int) -> tuple[AlertSpan, ...]:
-    """Alert lifecycles as row spans: from the row whose window fired it to the last row it reported as
-    anomalous (its resolving event's window end); an alert still firing at the end lasts to the last row."""
-    fired: dict[str, int] = {}
-    spans: list[AlertSpan] = []
-    for event in events:
-        row = int(to_row.of([event.window_end])[0])
-        if event.status == "firing":
-            fired.setdefault(event.alert_id, row)
-        elif event.alert_id in fired:
-            spans.append(AlertSpan(fired.pop(event.alert_id), row))
-    spans.extend(AlertSpan(row, rows - 1) for row in fired.values())
-    return tuple(sorted(spans, key=lambda span: span.fired))
+def alert_spans_in_rows(events: list[AlertEvent], series: LabelledSeries) -> tuple[AlertSpan, ...]:
+    """Alert lifecycles (`events.alert_spans`) as row spans: from the row at which it fired (offline, an
+    alert is detected at its window's end) to the last row it reported as anomalous (its resolving event's
+    window end); an alert still firing at the end lasts to the last row."""
+    lifecycles = alert_spans(events, end_of_data=float(series.timestamps[-1]))
+    to_row = _RowClock(series)
+    fired = to_row.of([detected for _, detected in lifecycles])
+    last = to_row.of([span.end for span, _ in lifecycles])
+    return tuple(AlertSpan(int(first), int(end)) for first, end in zip(fired, last, strict=True))
