@@ -39,13 +39,19 @@ def score(dataset: str, runs: Sequence[SeriesRun]) -> dict[str, Any]:
     return {**specific[dataset](runs), **incident_figures(runs)}
 
 
+def scored_events(run: SeriesRun) -> EventCounts:
+    """The run's alerts matched to the labelled events of its scored part (labels are cut at the first scored
+    row; an alert may follow its event by one window)."""
+    start = run.series.train_rows
+    labels = [(max(first, start), last) for first, last in run.series.anomalies if last >= start]
+    return event_counts(labels, run.alerts, tolerance=run.window_length)
+
+
 def file_figures(dataset: str, run: SeriesRun) -> dict[str, Any]:
     """One series' own figures, to see which files a detector handles and which it does not: its events and
     false alarms, and its part of the corpus's headline metric where that has a per-file meaning."""
     series = run.series
-    start = series.train_rows
-    labels = [(max(first, start), last) for first, last in series.anomalies if last >= start]
-    events = event_counts(labels, run.alerts, tolerance=run.window_length)
+    events = scored_events(run)
     figures: dict[str, Any] = {
         "file": series.name,
         "rows": series.rows,
@@ -80,8 +86,7 @@ def incident_figures(runs: Sequence[SeriesRun]) -> dict[str, Any]:
     for run in runs:
         series = run.series
         start = series.train_rows
-        labels = [(max(first, start), last) for first, last in series.anomalies if last >= start]
-        found = event_counts(labels, run.alerts, tolerance=run.window_length)
+        found = scored_events(run)
         events = events + found
         all_delays.extend(found.delays)
         if series.clocked:
