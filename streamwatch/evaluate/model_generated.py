@@ -54,6 +54,23 @@ def train_on_simulated(
     return TrainedSeries(model, base, domain, cut)
 
 
+def generate_after_prefix(
+    trained: TrainedSeries, *, kinds: Sequence[str], severity: float, seed: int, count: int
+) -> tuple[Series, list[Label]]:
+    """`count` anomalies of `kinds` drawn from the trained model into its base series, after the prefix it
+    was trained on."""
+    return generate_from_model(
+        trained.model,
+        trained.base,
+        stream=trained.stream,
+        rng=np.random.default_rng(seed),
+        kinds=kinds,
+        count=count,
+        severity=severity,
+        normal_fraction=trained.normal_fraction,
+    )
+
+
 def score_generated(
     trained: TrainedSeries,
     config: StreamwatchConfig,
@@ -64,15 +81,8 @@ def score_generated(
     anomalies: int = 6,
 ) -> GeneratedScore:
     """Generate `anomalies` of `kinds` at `severity` after the training prefix, detect, score the events."""
-    series, labels = generate_from_model(
-        trained.model,
-        trained.base,
-        stream=trained.stream,
-        rng=np.random.default_rng(seed),
-        kinds=kinds,
-        count=anomalies,
-        severity=severity,
-        normal_fraction=trained.normal_fraction,
+    series, labels = generate_after_prefix(
+        trained, kinds=kinds, severity=severity, seed=seed, count=anomalies
     )
     frame = CsvFrame(trained.stream, series.timestamps, series.channels, series.values)
     result = run_engine(frame, trained.cut, trained.model, config)

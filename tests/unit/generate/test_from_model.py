@@ -17,7 +17,12 @@ from streamwatch.cli import main
 from streamwatch.codecs import read_csv as read_csv_frame
 from streamwatch.config import DetectorConfig, StreamwatchConfig, TrainingConfig
 from streamwatch.core.profile import fit_profile
-from streamwatch.evaluate.model_generated import TrainedSeries, score_generated, train_on_simulated
+from streamwatch.evaluate.model_generated import (
+    TrainedSeries,
+    generate_after_prefix,
+    score_generated,
+    train_on_simulated,
+)
 from streamwatch.generate.from_model import (
     autoencoder_of,
     generate_from_model,
@@ -52,16 +57,7 @@ def _generate(
     seed: int = 0,
     count: int = 4,
 ) -> tuple[Series, list[Label]]:
-    return generate_from_model(
-        trained.model,
-        trained.base,
-        stream=trained.stream,
-        rng=np.random.default_rng(seed),
-        kinds=kinds,
-        count=count,
-        severity=severity,
-        normal_fraction=trained.normal_fraction,
-    )
+    return generate_after_prefix(trained, kinds=kinds, severity=severity, seed=seed, count=count)
 
 
 def _span(series: Series, label: Label) -> tuple[int, int]:
