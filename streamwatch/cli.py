@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from streamwatch import __version__, logs
 from streamwatch.config import ConfigError, StreamwatchConfig, load_config
 from streamwatch.evaluate import command as evaluate_command
+from streamwatch.models import command as models_command
+from streamwatch.records import iso_utc
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         "--dead-letter",
         type=Path,
         help="where unusable input lines go with their reasons (default: ALERTS with .deadletter.jsonl)",
+    )
+    detect.add_argument(
+        "--retrain",
+        action="store_true",
+        help=(
+            "run the daemon's retraining lifecycle over the file in event time (schedule, validation gate, "
+            "threshold re-fit, swap, canaries; the config's `retraining` section); models are not saved"
+        ),
     )
     detect.set_defaults(handler=_detect)
 
@@ -180,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     _replay_parser(verbs)
     _plot_parser(verbs)
     evaluate_command.add_parser(verbs)
+    models_command.add_parser(verbs)
     return parser
 
 
@@ -217,10 +228,12 @@ def _detect(args: argparse.Namespace) -> int:
         _dead_letter(errors, args.dead_letter or args.alerts.with_suffix(".deadletter.jsonl"))
     split = Split.parse(args.train_until, args.train_fraction)
     started = time.perf_counter()
+    if args.model is not None and args.retrain:
+        raise ValueError("--retrain trains its own models; leave out --model")
     if args.model is not None:
         result = detect_with_model(frame, split, config, args.model)
     else:
-        result = detect(frame, split, config, progress=args.progress)
+        result = detect(frame, split, config, progress=args.progress, retrain=args.retrain)
     write_alerts(args.alerts, result.alerts)
     if args.scores is not None:
         with args.scores.open("w", encoding="utf-8", newline="") as target:
@@ -240,6 +253,15 @@ def _detect(args: argparse.Namespace) -> int:
         len(result.alerts) - firing,
         time.perf_counter() - started,
     )
+    if result.history is not None:
+        for record in result.history.records:
+            log.info(
+                "model %s: %s at %s%s",
+                record["version"],
+                record["status"],
+                iso_utc(record["trained_at"]) if record["trained_at"] else "the start",
+                f" ({record['reason']})" if record["reason"] else "",
+            )
     return 0
 
 

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from streamwatch.core.alerts import AlertConfig, SeverityLevel
 from streamwatch.core.bootstrap import TrainingPlan, WindowShape
+from streamwatch.core.canaries import CanaryConfig
+from streamwatch.core.gate import GateConfig
+from streamwatch.core.normal_buffer import BufferConfig
+from streamwatch.core.retraining import RetrainPolicy
 from streamwatch.core.thresholds import ThresholdConfig, threshold_from_dict
 from streamwatch.generate.simulate import DOMAINS
 
@@ -228,6 +232,69 @@ class DetectorConfig(_Strict):
     model_dir: Path = Path("streamwatch-models")
 
 
+class BufferSettings(_Strict):
+    capacity_samples: int = Field(default=8192, ge=64)
+    margin_windows: float = Field(default=2.0, ge=0)
+    new_normal_after_windows: int = Field(default=360, ge=1)
+
+
+class GateSettings(_Strict):
+    max_error_ratio: float = Field(default=1.25, ge=1)
+    max_detection_drop: float = Field(default=0.05, ge=0, le=1)
+    probes_per_stream: int = Field(default=40, ge=1)
+    severity: float = Field(default=1.0, gt=0)
+
+
+class CanarySettings(_Strict):
+    enabled: bool = True
+    every_s: float = Field(default=600.0, gt=0)
+    per_stream: int = Field(default=8, ge=1)
+    max_streams: int = Field(default=16, ge=1)
+    memory: int = Field(default=48, ge=1)
+    min_canaries: int = Field(default=32, ge=1)
+    floor: float = Field(default=0.4, ge=0, le=1)
+    relative_floor: float = Field(default=0.7, ge=0, le=1)
+    rollback: bool = True
+    severity: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _enough_memory(self) -> CanarySettings:
+        if self.memory < self.min_canaries:
+            raise ValueError(f"memory ({self.memory}) must be at least min_canaries ({self.min_canaries})")
+        return self
+
+
+class RetrainingConfig(_Strict):
+    """The retraining lifecycle (see README "Retraining"): schedule, buffer, gate, canaries."""
+
+    enabled: bool = True
+    every_s: float = Field(default=6 * 3600.0, gt=0)
+    fresh_share: float = Field(default=0.5, gt=0, le=1)
+    min_interval_s: float = Field(default=3600.0, ge=0)
+    min_fresh_windows: int = Field(default=64, ge=0)
+    min_samples: int = Field(default=1024, ge=64)
+    held_back_share: float = Field(default=0.2, ge=0.05, le=0.5)
+    buffer: BufferSettings = BufferSettings()
+    gate: GateSettings = GateSettings()
+    canaries: CanarySettings = CanarySettings()
+    # Model versions kept on disk with their weights (the live one and those a rollback can return to).
+    keep_versions: int = Field(default=5, ge=2)
+
+    def policy(self) -> RetrainPolicy:
+        return RetrainPolicy(
+            enabled=self.enabled,
+            every_s=self.every_s,
+            fresh_share=self.fresh_share,
+            min_interval_s=self.min_interval_s,
+            min_fresh_windows=self.min_fresh_windows,
+            min_samples=self.min_samples,
+            held_back_share=self.held_back_share,
+            buffer=BufferConfig(**self.buffer.model_dump()),
+            gate=GateConfig(**self.gate.model_dump()),
+            canaries=CanaryConfig(**self.canaries.model_dump()),
+        )
+
+
 class SeverityConfig(_Strict):
     name: str = Field(min_length=1)
     ratio: float = Field(gt=0)
@@ -305,6 +372,7 @@ class StreamwatchConfig(_Strict):
     sinks: tuple[SinkConfig, ...] = (StdoutSinkConfig(),)
     dead_letter: DeadLetterConfig = JsonlSinkConfig(path=Path("streamwatch-deadletter.jsonl"))
     kafka: KafkaConfig = KafkaConfig()
+    retraining: RetrainingConfig = RetrainingConfig()
     scores_path: Path | None = None
 
     @field_validator("dead_letter", mode="before")

@@ -20,9 +20,12 @@ from streamwatch.config import DetectorConfig, StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, train_group
 from streamwatch.core.engine import Engine, EngineOutput
 from streamwatch.core.reconstructor import Reconstructor
+from streamwatch.core.retraining import Lifecycle, MemoryHistory, run_job
 from streamwatch.io.sinks import JsonlSink
 from streamwatch.records import AlertEvent, FloatArray, WindowScore, iso_utc, parse_iso_utc
 
+# A file is one stream in a group of its own.
+FILE_GROUP = "file"
 # Scoring in chunks bounds memory on long recordings (a day of 360 Hz ECG is 31M samples).
 _CHUNK_SAMPLES = 200_000
 
@@ -61,6 +64,14 @@ class DetectResult:
     scores: list[WindowScore]
     train_rows: int
     scored_rows: int
+    # With retraining: what the lifecycle did (versions, gate verdicts, canaries).
+    lifecycle: Lifecycle | None = None
+    history: MemoryHistory | None = None
+
+    @property
+    def anomaly_alerts(self) -> list[AlertEvent]:
+        """Alert events about the data (without detector-health events)."""
+        return [event for event in self.alerts if event.kind == "anomaly"]
 
 
 def reconstructor_factory(detector: DetectorConfig) -> Callable[[int, int], Reconstructor]:
@@ -119,9 +130,16 @@ def train_on_prefix(
 
 
 def detect(
-    frame: CsvFrame, split: Split, config: StreamwatchConfig, *, progress: bool = False
+    frame: CsvFrame,
+    split: Split,
+    config: StreamwatchConfig,
+    *,
+    progress: bool = False,
+    retrain: bool = False,
 ) -> DetectResult:
     model, cut = train_on_prefix(frame, split, config, progress=progress)
+    if retrain:
+        return run_with_retraining(frame, cut, model, config)
     return run_engine(frame, cut, model, config)
 
 
@@ -148,12 +166,61 @@ def detect_with_model(
 def run_engine(frame: CsvFrame, cut: int, model: GroupModel, config: StreamwatchConfig) -> DetectResult:
     """The daemon's engine over rows from `cut` on, with the rows before it warming the windows up."""
     engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build())
-    engine.install("file", model)
+    engine.install(FILE_GROUP, model)
     engine.warm_up(frame.stream, frame.timestamps[:cut], frame.values[:cut])
     result = DetectResult(model, [], [], cut, len(frame.timestamps) - cut)
     for out in _run_in_chunks(engine, frame.stream, frame.timestamps[cut:], frame.values[cut:]):
         result.alerts.extend(out.alerts)
         result.scores.extend(out.scores)
+    return result
+
+
+def run_with_retraining(
+    frame: CsvFrame, cut: int, model: GroupModel, config: StreamwatchConfig
+) -> DetectResult:
+    """`run_engine` with the daemon's retraining lifecycle, in event time: the schedule, buffer, gate,
+    threshold re-fit, swap and canaries decide as they would live; a retrain runs inline, so its model goes
+    live at the next step instead of after its training time. Deterministic for a given seed."""
+    engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build())
+    engine.install(FILE_GROUP, model)
+    engine.warm_up(frame.stream, frame.timestamps[:cut], frame.values[:cut])
+    history = MemoryHistory()
+    history.adopt(FILE_GROUP, model)
+    detector = config.detector
+    lifecycle = Lifecycle(
+        engine,
+        config.retraining.policy(),
+        kind=detector.model,
+        threshold=config.threshold_config(),
+        plan=detector.training.plan(progress=False),
+        history=history,
+        seed=detector.training.seed,
+    )
+    lifecycle.buffer.seed(
+        frame.stream, lifecycle.shape_of(frame.stream), frame.timestamps[:cut], frame.values[:cut]
+    )
+    factory = reconstructor_factory(detector)
+    result = DetectResult(model, [], [], cut, len(frame.timestamps) - cut, lifecycle, history)
+    # Small steps, so that a retrain falls due (and its model goes live) close to when it would live.
+    step = max(16 * model.spec.hop, 256)
+    timestamps, values = frame.timestamps[cut:], frame.values[cut:]
+    for begin in range(0, len(timestamps) + 1, step):
+        block = (frame.stream, timestamps[begin : begin + step], values[begin : begin + step])
+        out = engine.process_array(*block) if begin < len(timestamps) else engine.flush()
+        result.alerts.extend(out.alerts)
+        result.scores.extend(out.scores)
+        result.alerts.extend(lifecycle.observe([block], out))
+        for job in lifecycle.due():
+            lifecycle.complete(
+                run_job(
+                    job,
+                    factory=factory,
+                    plan=detector.training.plan(progress=False),
+                    gate=lifecycle.policy.gate,
+                    threshold=config.threshold_config(),
+                )
+            )
+    result.model = engine.model(FILE_GROUP) or model
     return result
 
 

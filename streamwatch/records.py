@@ -18,6 +18,7 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 
 AlertStatus = Literal["firing", "resolved"]
+AlertKind = Literal["anomaly", "detector-degraded"]
 
 
 def iso_utc(ts: float) -> str:
@@ -121,6 +122,9 @@ class AlertEvent:
     channels: Mapping[str, float]
     detected_at: float
     source: SourcePosition | None = None
+    # "anomaly" for a stream's alert; "detector-degraded" when canaries find a group's model half blind
+    # (then `stream` names the stream group, `score` is the canary hit rate and `threshold` its floor).
+    kind: AlertKind = "anomaly"
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -138,6 +142,8 @@ class AlertEvent:
         }
         if self.source is not None:
             body["source"] = self.source.to_json()
+        if self.kind != "anomaly":
+            body["kind"] = self.kind
         return body
 
 

@@ -6,6 +6,7 @@ so the same decisions are taken offline (`detect`) and in the daemon.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,11 +61,26 @@ class TrainingPlan:
 
 @dataclass(frozen=True, slots=True)
 class StreamSeries:
-    """One stream's normal training data, in time order."""
+    """One stream's normal training data, in time order.
+
+    `breaks` are the row indices where a new contiguous segment starts (recent normal data has holes where
+    alerts and gaps were cut out): no window spans a break, so a splice is never learned as normal.
+    """
 
     channels: tuple[str, ...]
     timestamps: npt.NDArray[np.float64]
     values: FloatArray
+    breaks: tuple[int, ...] = ()
+
+    def bounds(self) -> list[tuple[int, int]]:
+        """The contiguous segments, as (start, stop) row pairs."""
+        return segment_bounds(self.breaks, 0, len(self.timestamps))
+
+
+def segment_bounds(breaks: tuple[int, ...], begin: int, end: int) -> list[tuple[int, int]]:
+    """The contiguous segments within rows [begin, end) of data that breaks at `breaks`."""
+    cuts = [begin] + [row for row in breaks if begin < row < end] + [end]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +160,16 @@ def sliding(values: FloatArray, length: int, stride: int) -> FloatArray:
     return np.ascontiguousarray(view[::stride].transpose(0, 2, 1), dtype=np.float32)
 
 
+def sliding_segments(
+    values: FloatArray, segments: list[tuple[int, int]], length: int, stride: int
+) -> FloatArray:
+    """`sliding` within each (start, stop) segment of `values`, concatenated: no window crosses a segment."""
+    parts = [sliding(values[start:stop], length, stride) for start, stop in segments]
+    if not parts:
+        return np.empty((0, length, values.shape[1]), dtype=np.float32)
+    return np.concatenate(parts)
+
+
 def train_group(
     series: Mapping[str, StreamSeries],
     *,
@@ -151,8 +177,10 @@ def train_group(
     shape: WindowShape,
     plan: TrainingPlan,
     factory: ReconstructorFactory,
+    spec: WindowSpec | None = None,
 ) -> GroupModel:
-    """Fit profiles per stream, pick the window, train one reconstructor for the group, calibrate."""
+    """Fit profiles per stream, pick the window (or keep `spec`: a retrained model must fit the windows
+    already being cut live), train one reconstructor for the group, calibrate."""
     if not series:
         raise ValueError("no training data")
     channel_sets = {item.channels for item in series.values()}
@@ -169,8 +197,10 @@ def train_group(
         for stream, item in series.items()
     }
     first = next(iter(series))
-    spec = choose_window(shape, profiles[first].interval_s, normalised[first])
-    split = _split_windows(normalised, spec, plan)
+    if spec is None:
+        spec = choose_window(shape, profiles[first].interval_s, normalised[first])
+    breaks = {stream: item.breaks for stream, item in series.items()}
+    split = _split_windows(normalised, breaks, spec, plan)
     train_windows = np.concatenate(split.train)
     held_out = np.concatenate(split.held)
     if len(train_windows) < 8 or len(held_out) < _MIN_HELD_OUT:
@@ -198,11 +228,14 @@ def start_stream(model: GroupModel, series: StreamSeries, plan: TrainingPlan) ->
     profile = fit_profile(series.channels, series.timestamps, series.values)
     normalised = cross_fitted(profile, series.timestamps, series.values)
     length = model.spec.length
-    available = max(0, len(normalised) - length + 1)
+    segments = series.bounds()
+    available = sum(max(0, stop - start - length + 1) for start, stop in segments)
     if available < 4:
-        raise ValueError(f"need at least {length + 3} samples to start a stream, got {len(normalised)}")
+        raise ValueError(
+            f"need at least {length + 3} contiguous samples to start a stream, got {len(normalised)}"
+        )
     stride = max(1, int(np.ceil(available / plan.max_calibration_windows)))
-    windows = sliding(normalised, length, stride)
+    windows = sliding_segments(normalised, segments, length, stride)
     start = np.zeros(len(model.channels), dtype=np.float32)
     references, level = follow(windows.mean(axis=1), start, step_weight(model.spec.hop, stride))
     scores = model.detector.score(windows - references[:, None, :]).score
@@ -217,11 +250,17 @@ class _Split:
     references: dict[str, FloatArray]
 
 
-def _split_windows(normalised: Mapping[str, FloatArray], spec: WindowSpec, plan: TrainingPlan) -> _Split:
+def _split_windows(
+    normalised: Mapping[str, FloatArray],
+    breaks: Mapping[str, tuple[int, ...]],
+    spec: WindowSpec,
+    plan: TrainingPlan,
+) -> _Split:
     """Per stream: the earlier part trains, the later part (in time) is held out for calibration.
 
     Every window is made relative to the stream's level reference as it would have stood then (following
-    the windows in time order), so the level evidence is calibrated exactly as it is judged live.
+    the windows in time order), so the level evidence is calibrated exactly as it is judged live. No window
+    spans one of a stream's `breaks`.
     """
     length = spec.length
     total = sum(max(0, len(values) - length + 1) for values in normalised.values())
@@ -229,12 +268,15 @@ def _split_windows(normalised: Mapping[str, FloatArray], spec: WindowSpec, plan:
     held_stride = max(1, int(np.ceil(total * plan.held_out_share / plan.max_calibration_windows)))
     split = _Split([], [], {}, {})
     for stream, values in normalised.items():
+        cuts = breaks.get(stream, ())
+
         # A short history still gets a few held-out windows: calibration matters more than the last windows
         # of training.
         cut = min(int(len(values) * (1 - plan.held_out_share)), len(values) - length - _MIN_HELD_OUT + 1)
-        train = sliding(values[:cut], length, train_stride)
+        train = sliding_segments(values, segment_bounds(cuts, 0, cut), length, train_stride)
         # The held-out part starts right after the training part so every held-out window is unseen.
-        held = sliding(values[cut:], length, held_stride)
+        held_segments = segment_bounds(cuts, cut, len(values))
+        held = sliding_segments(values, held_segments, length, held_stride)
         start = np.zeros(values.shape[1], dtype=np.float32)
         train_refs, after_train = follow(train.mean(axis=1), start, step_weight(spec.hop, train_stride))
         held_refs, final = follow(held.mean(axis=1), after_train, step_weight(spec.hop, held_stride))
@@ -247,7 +289,7 @@ def _split_windows(normalised: Mapping[str, FloatArray], spec: WindowSpec, plan:
         held_available = max(0, len(values) - cut - length + 1)
         dense = max(1, held_available // plan.min_threshold_windows)
         if dense < held_stride:
-            windows = sliding(values[cut:], length, dense)
+            windows = sliding_segments(values, held_segments, length, dense)
             refs, _ = follow(windows.mean(axis=1), after_train, step_weight(spec.hop, dense))
             split.threshold_by_stream[stream] = windows - refs[:, None, :]
     return split

@@ -50,6 +50,8 @@ class EngineOutput:
     quality: list[DataQualityEvent] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     unrouted: list[Sample] = field(default_factory=list)
+    # For each alert event, the index in `scores` of the window that produced it.
+    alert_windows: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -125,6 +127,9 @@ class Engine:
 
     def streams_of(self, group: str) -> list[str]:
         return [stream for stream, state in self._streams.items() if state.group == group]
+
+    def group_of(self, stream: str) -> str:
+        return self._streams[stream].group
 
     def channels_of(self, stream: str) -> tuple[str, ...]:
         return self._streams[stream].windower.channels
@@ -252,14 +257,8 @@ class Engine:
         for index, window in enumerate(windows):
             state = self._streams[window.stream]
             model = self._models[state.group]
-            # Plain floats: for a handful of channels this is several times faster than numpy per window.
             mean, level = means_of[index], state.level
-            per_channel = [
-                max(other, (deviation := m - ref - median) * to_upper, -deviation * to_lower)
-                for other, m, ref, (median, to_upper, to_lower) in zip(
-                    channels_of[index], mean, level, self._level_scales[state.group], strict=True
-                )
-            ]
+            per_channel = _channel_scores(channels_of[index], mean, level, self._level_scales[state.group])
             score = max(per_channel)
             threshold_before = state.threshold.value
             if not state.threshold.observe(score):
@@ -278,7 +277,25 @@ class Engine:
             )
             out.scores.append(verdict)
             now = self._clock() if self._clock is not None else window.end
-            out.alerts.extend(state.alerts.step(verdict, now))
+            events = state.alerts.step(verdict, now)
+            out.alerts.extend(events)
+            out.alert_windows.extend([len(out.scores) - 1] * len(events))
+
+    def probe(
+        self, stream: str, starts: npt.NDArray[np.float64], windows: FloatArray
+    ) -> tuple[npt.NDArray[np.float64], float]:
+        """Score raw windows (B, L, C) of `stream` on the side, as its live state would score them now; the
+        stream's state is left exactly as it was (canaries are never learned from). Returns the scores and
+        the stream's current threshold."""
+        state = self._streams[stream]
+        detector = self._models[state.group].detector
+        others, means = detector.score_parts(state.profile.normalise_windows(starts, windows))
+        scales = self._level_scales[state.group]
+        scores = [
+            max(_channel_scores(other_row, mean_row, state.level, scales))
+            for other_row, mean_row in zip(others.tolist(), means.tolist(), strict=True)
+        ]
+        return np.asarray(scores, dtype=np.float64), state.threshold.value
 
     def _normalised_batch(self, windows: list[Window]) -> FloatArray:
         batch = np.stack([window.data for window in windows])
@@ -320,3 +337,14 @@ class Engine:
             [float(value) for value in snapshot["level"]],
             step_weight(model.spec.hop),
         )
+
+
+def _channel_scores(
+    others: list[float], means: list[float], level: list[float], scales: list[tuple[float, float, float]]
+) -> list[float]:
+    """Per channel: the largest of the batched evidence and the level's surprise against the reference.
+    Plain floats: for a handful of channels this is several times faster than numpy per window."""
+    return [
+        max(other, (deviation := m - ref - median) * to_upper, -deviation * to_lower)
+        for other, m, ref, (median, to_upper, to_lower) in zip(others, means, level, scales, strict=True)
+    ]

@@ -103,14 +103,16 @@ class Seasonality:
 def fit_seasonality(
     timestamps: npt.NDArray[np.float64], values: FloatArray, *, interval_s: float
 ) -> Seasonality | None:
-    """A daily (or weekly) profile when the training data covers a whole period and the season matters.
+    """A daily (or weekly) profile when the training data covers the period and the season matters.
 
-    One period is enough (operators often have just a day of clean history); the profile is then smoothed
-    more, so that it holds the cycle and not that day's noise.
+    One day is enough for a daily profile (operators often have just a day of clean history; the profile
+    is then smoothed more, so that it holds the cycle and not that day's noise); a weekly one needs two
+    weeks.
     """
     span = float(timestamps[-1] - timestamps[0]) if len(timestamps) else 0.0
-    for period in (WEEK_S, DAY_S):
-        if span < period - interval_s or interval_s > period / 48:
+    # A weekly profile from a single week would hold that week's days, noise and all: it needs two.
+    for period, needed in ((WEEK_S, 2 * WEEK_S), (DAY_S, DAY_S)):
+        if span < needed - interval_s or interval_s > period / 48:
             continue
         season = season_for(period, timestamps, values, interval_s=interval_s)
         residual = values - season.at(timestamps)

@@ -47,8 +47,8 @@ def save_model(path: Path, model: Reconstructor, *, extra_metadata: Mapping[str,
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     # Tensors first: a reader that sees the new JSON with the old tensors (or the reverse) fails the checksum
     # instead of running mismatched weights.
-    _write_atomically(tensor_path, payload)
-    _write_atomically(metadata_path, document)
+    write_atomically(tensor_path, payload)
+    write_atomically(metadata_path, document)
 
 
 def load_model(path: Path) -> tuple[Reconstructor, dict[str, Any]]:
@@ -106,7 +106,8 @@ def _decode(document_bytes: bytes, payload: bytes, *, where: str) -> tuple[Recon
     return _rebuild(kind, metadata, tensors, where), extra
 
 
-def _write_atomically(target: Path, content: bytes) -> None:
+def write_atomically(target: Path, content: bytes) -> None:
+    """Replace `target` by `content`: readers and crashes see the old file or the new one, never a part."""
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
