@@ -510,10 +510,20 @@ def _run(args: argparse.Namespace) -> int:
             print(f"streamwatch: {error}", file=sys.stderr)
             return 2
         return 0
+    import prometheus_client
+
     from streamwatch.service.daemon import Daemon
 
     assert dead_letter is not None  # the configuration refuses Kafka dead letters without a Kafka source
-    Daemon(config, sinks=sinks, dead_letter=dead_letter, clock=time.time, progress=args.progress).run(stop)
+    daemon = Daemon(
+        config,
+        sinks=sinks,
+        dead_letter=dead_letter,
+        clock=time.time,
+        progress=args.progress,
+        metrics=prometheus_client.REGISTRY,
+    )
+    daemon.run(stop)
     return 0
 
 

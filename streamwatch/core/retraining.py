@@ -49,8 +49,9 @@ from streamwatch.records import AlertEvent, AlertStatus, FloatArray
 log = logging.getLogger("streamwatch.retraining")
 
 Block = tuple[str, npt.NDArray[np.float64], FloatArray]
-# Canaries are cut from at most this many of a stream's newest normal windows: they test today's data.
-_CANARY_RECENT_WINDOWS = 8
+# Canaries are cut from the newest normal data, at most this many windows of it: they test today's data,
+# but from a stretch long enough that one odd minute cannot decide a verdict.
+_CANARY_RECENT_WINDOWS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,8 @@ class ModelHistory(Protocol):
     """Where model versions are recorded (the registry on disk, or memory for offline runs)."""
 
     def next_version(self, group: str, kind: str) -> str: ...
+
+    def live_version(self, group: str) -> str | None: ...
 
     def accept(
         self,
@@ -359,45 +362,66 @@ class Lifecycle:
         figures = {} if outcome.report is None else outcome.report.figures()
         if not outcome.accepted or outcome.challenger is None:
             why = outcome.error or (outcome.report.reason if outcome.report else "unknown")
-            stats.rejected += 1
-            stats.last_reason = why
-            self.history.reject(
-                job.group,
-                job.version,
-                trained_at=job.due_at,
-                data_span=job.data_span,
-                validation=figures,
-                reason=why,
-            )
-            log.warning("group %s: %s rejected: %s", job.group, job.version, why)
+            self._reject(job, figures, why)
             return
-        if self.engine.model(job.group) is not job.champion:
+        live = self.history.live_version(job.group)
+        if self.engine.model(job.group) is not job.champion or live not in (None, job.champion.version):
             # The live model changed while this one trained (a rollback, or another daemon's model).
             stats.rejected += 1
             stats.last_reason = "the live model changed while it trained"
             log.info("group %s: %s dropped: the live model changed meanwhile", job.group, job.version)
             return
-        self.history.accept(
-            job.group,
-            outcome.challenger,
-            trained_at=job.due_at,
-            data_span=job.data_span,
-            validation=figures,
-            reason=job.reason,
-        )
-        self.install(job.group, outcome.challenger, swapped=True)
+        challenger = outcome.challenger
+        version = self.history.next_version(job.group, self.kind)
+        if version != challenger.version:  # another version was recorded meanwhile: never reuse a number
+            challenger = with_version(challenger, version)
+        try:
+            self.history.accept(
+                job.group,
+                challenger,
+                trained_at=job.due_at,
+                data_span=job.data_span,
+                validation=figures,
+                reason=job.reason,
+            )
+        except (OSError, ValueError) as error:
+            # Not recorded means a restart would not find it: it does not go live.
+            log.error("group %s: %s not recorded (%s); the champion stays", job.group, version, error)
+            stats.rejected += 1
+            stats.last_reason = f"could not be recorded: {error}"
+            return
+        self.install(job.group, challenger, swapped=True)
         stats.accepted += 1
         stats.last_accepted_at = self._groups[job.group].now
         stats.last_reason = job.reason
         log.info(
-            "group %s: %s is live (%s; error ratio %.2f, detection %.0f%% vs %.0f%%)",
+            "group %s: %s is live (%s; error ratio %.2f, detection %.0f%% vs %.0f%%; %d epochs in %.1fs)",
             job.group,
-            job.version,
+            version,
             job.reason,
             figures.get("error_ratio", float("nan")),
             100 * figures.get("challenger_detection", float("nan")),
             100 * figures.get("champion_detection", float("nan")),
+            challenger.fit_report.epochs,
+            challenger.fit_report.seconds,
         )
+
+    def _reject(self, job: RetrainJob, figures: Mapping[str, float], why: str) -> None:
+        stats = self.stats[job.group]
+        stats.rejected += 1
+        stats.last_reason = why
+        log.warning("group %s: %s rejected: %s", job.group, job.version, why)
+        try:
+            self.history.reject(
+                job.group,
+                self.history.next_version(job.group, self.kind),
+                trained_at=job.due_at,
+                data_span=job.data_span,
+                validation=figures,
+                reason=why,
+            )
+        except (OSError, ValueError) as error:
+            log.error("group %s: the rejection could not be recorded (%s)", job.group, error)
 
     # -- going live --------------------------------------------------------------------------------------
     def install(self, group: str, model: GroupModel, *, swapped: bool, refit: bool = False) -> None:
@@ -438,7 +462,7 @@ class Lifecycle:
         now = self._groups[group].now if group in self._groups else 0.0
         try:
             _, model = self.history.roll_back(group, reason=reason, at=now)
-        except ValueError as error:
+        except (OSError, ValueError) as error:
             log.error("group %s: cannot roll back: %s", group, error)
             return False
         self.install(group, model, swapped=True, refit=True)
@@ -536,6 +560,20 @@ class Lifecycle:
             kind="detector-degraded",
         )
 
+    # -- figures -----------------------------------------------------------------------------------------
+    def seconds_since_retrain(self, group: str) -> float | None:
+        """Event time since the group's last accepted retrain, or since it was first scored."""
+        state = self._groups.get(group)
+        if state is None:
+            return None
+        stats = self.stats.get(group)
+        accepted = None if stats is None else stats.last_accepted_at
+        return max(0.0, state.now - (state.watched_since if accepted is None else accepted))
+
+    def is_degraded(self, group: str) -> bool:
+        state = self._groups.get(group)
+        return state is not None and state.degraded is not None
+
     # -- state -------------------------------------------------------------------------------------------
     def drop(self, stream: str) -> None:
         self.buffer.drop(stream)
@@ -581,6 +619,10 @@ class MemoryHistory:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     _models: dict[tuple[str, str], GroupModel] = field(default_factory=dict)
+
+    def live_version(self, group: str) -> str | None:
+        live = [record for record in self.records if record["group"] == group and record["status"] == "live"]
+        return str(live[-1]["version"]) if live else None
 
     def next_version(self, group: str, kind: str) -> str:
         numbers = [

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from streamwatch import cancel
 from streamwatch.core.reconstructor import Batch, FitReport
 from streamwatch.models.pca import split_holdout
 
@@ -143,6 +144,7 @@ def _train_one_epoch(
     # Accumulated as a tensor so the loop never waits on `.item()` per batch.
     total = torch.zeros(())
     for start in range(0, len(train), batch_size):
+        cancel.check()  # a stopping daemon does not wait for the epoch (or leave torch mid-kernel)
         batch = train[order[start : start + batch_size]]
         optimizer.zero_grad(set_to_none=True)
         loss = nn.functional.mse_loss(net(batch), batch)

@@ -15,16 +15,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import CollectorRegistry
 
 from streamwatch.config import SimulatedStreamConfig, StreamwatchConfig
-from streamwatch.core.bootstrap import StreamSeries, train_group
+from streamwatch.core.bootstrap import GroupModel, StreamSeries, start_stream, train_group
 from streamwatch.core.engine import Engine, EngineOutput
+from streamwatch.core.retraining import Lifecycle
 from streamwatch.io.simulate import Chunk, SimulatedSource
 from streamwatch.io.sinks import DeadLetterFile, Sink
+from streamwatch.models.registry import ModelRegistry
 from streamwatch.offline import reconstructor_factory
-from streamwatch.records import FloatArray, iso_utc
+from streamwatch.records import AlertEvent, FloatArray, iso_utc
+from streamwatch.service.background import Background
+from streamwatch.service.metrics import LifecycleCollector
+from streamwatch.service.retrainer import Retrainer
 
 log = logging.getLogger("streamwatch.daemon")
+
+# How often (wall seconds) the registry is read for a live version changed from outside.
+_REGISTRY_POLL_S = 5.0
 
 
 @dataclass(slots=True)
@@ -61,6 +70,7 @@ class Daemon:
         dead_letter: DeadLetterFile,
         clock: Callable[[], float],
         progress: bool = False,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self._config = config
         self._sinks = sinks
@@ -69,6 +79,23 @@ class Daemon:
         self._progress = progress
         self._engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build(), clock=clock)
         self._backlog: dict[str, dict[str, _Backlog]] = defaultdict(dict)
+        self.registry = ModelRegistry(config.detector.model_dir, keep=config.retraining.keep_versions)
+        detector = config.detector
+        self.lifecycle = Lifecycle(
+            self._engine,
+            config.retraining.policy(),
+            kind=detector.model,
+            threshold=config.threshold_config(),
+            plan=detector.training.plan(progress=False),
+            history=self.registry,
+            clock=clock,
+            seed=detector.training.seed,
+        )
+        self._background = Background("streamwatch-retrain")
+        self._retrainer = Retrainer(self.lifecycle, config, self._background)
+        self._registry_checked_at = -_REGISTRY_POLL_S
+        if metrics is not None:
+            metrics.register(LifecycleCollector(self.lifecycle))
         self.stats = DaemonStats()
 
     def run(self, stop: threading.Event) -> None:
@@ -87,6 +114,7 @@ class Daemon:
                 if source.caught_up(self._clock()):
                     stop.wait(source_config.poll_interval_s)
         finally:
+            self._background.stop()
             self._emit(self._engine.flush())
             for sink in self._sinks:
                 sink.close()
@@ -117,7 +145,32 @@ class Daemon:
             else:
                 ready.append((chunk.stream, chunk.timestamps, chunk.values))
         if ready:
-            self._emit(self._engine.process_arrays(ready))
+            out = self._engine.process_arrays(ready)
+            self._emit(out, self.lifecycle.observe(ready, out))
+        self._retrainer.step()
+        self._follow_registry()
+        for group, stats in self.lifecycle.stats.items():
+            self.stats.models[group] = stats.version
+
+    def _follow_registry(self) -> None:
+        """Adopt a live version changed from outside (`streamwatch models rollback`)."""
+        now = self._clock()
+        if now - self._registry_checked_at < _REGISTRY_POLL_S:
+            return
+        self._registry_checked_at = now
+        for group in self.registry.groups():
+            model = self._engine.model(group)
+            live = self.registry.live_version(group)
+            # A retrain in flight is dropped when it finishes: the live model is no longer its champion.
+            if model is None or live is None or live == model.version:
+                continue
+            try:
+                replacement = self.registry.load(group, live)
+            except ValueError as error:
+                log.error("group %s: cannot load %s from the registry: %s", group, live, error)
+                continue
+            log.warning("group %s: registry says %s is live, not %s: switching", group, live, model.version)
+            self.lifecycle.install(group, replacement, swapped=True, refit=True)
 
     def _collect(self, chunk: Chunk) -> None:
         group = self._backlog[chunk.group]
@@ -138,36 +191,73 @@ class Daemon:
     def _bootstrap(self, group: str) -> None:
         backlog = self._backlog.pop(group)
         series = {stream: item.series() for stream, item in backlog.items()}
-        detector = self._config.detector
-        log.info("training %s model for group %s on %d streams", detector.model, group, len(series))
-        model = train_group(
-            series,
-            version=f"{detector.model}@1",
-            shape=detector.window.shape(),
-            plan=detector.training.plan(progress=self._progress),
-            factory=reconstructor_factory(detector),
-        )
-        self._engine.install(group, model)
+        model = self._registered_model(group, series)
+        if model is None:
+            model = self._first_model(group, series)
+        self._engine.register(group, model)
+        plan = self._config.detector.training.plan(progress=False)
         for stream, item in series.items():
+            start = model.start_of(stream) or start_stream(model, item, plan)
+            self._engine.start_stream(stream, group, start)
             self._engine.warm_up(stream, item.timestamps, item.values)
+            self.lifecycle.buffer.seed(stream, self.lifecycle.shape_of(stream), item.timestamps, item.values)
         self.stats.models[group] = model.version
         log.info(
-            "group %s live with %s: window %d, hop %d, %d epochs in %.1fs",
+            "group %s live with %s: window %d, hop %d",
             group,
             model.version,
             model.spec.length,
             model.spec.hop,
+        )
+
+    def _registered_model(self, group: str, series: dict[str, StreamSeries]) -> GroupModel | None:
+        """The live version a previous run left in the registry, if it fits these streams."""
+        try:
+            model = self.registry.load_live(group)
+        except ValueError as error:  # ModelFileError too: a damaged registry is retrained over, not fatal
+            log.error("group %s: the registry's live model cannot be used (%s); training anew", group, error)
+            return None
+        if model is None:
+            return None
+        channels = {item.channels for item in series.values()}
+        if channels != {model.channels} or model.detector.reconstructor.kind != self._config.detector.model:
+            log.warning("group %s: the registry's %s does not fit these streams", group, model.version)
+            return None
+        log.info("group %s: continuing with %s from the registry", group, model.version)
+        return model
+
+    def _first_model(self, group: str, series: dict[str, StreamSeries]) -> GroupModel:
+        detector = self._config.detector
+        version = self.registry.next_version(group, detector.model)
+        log.info("training %s for group %s on %d streams", version, group, len(series))
+        model = train_group(
+            series,
+            version=version,
+            shape=detector.window.shape(),
+            plan=detector.training.plan(progress=self._progress),
+            factory=reconstructor_factory(detector),
+        )
+        first = min(float(item.timestamps[0]) for item in series.values())
+        last = max(float(item.timestamps[-1]) for item in series.values())
+        self.registry.accept(
+            group, model, trained_at=last, data_span=(first, last), validation={}, reason="first model"
+        )
+        log.info(
+            "%s: %d epochs in %.1fs",
+            version,
             model.fit_report.epochs,
             model.fit_report.seconds,
         )
+        return model
 
-    def _emit(self, out: EngineOutput) -> None:
+    def _emit(self, out: EngineOutput, health: list[AlertEvent] | None = None) -> None:
+        alerts = out.alerts + (health or [])
         self.stats.windows += len(out.scores)
-        self.stats.alerts += len(out.alerts)
+        self.stats.alerts += len(alerts)
         for rejection in out.rejected:
             self.stats.rejected += 1
             raw = repr(dict(rejection.sample.values)).encode()
             self._dead_letter.put(raw, rejection.reason, rejection.source)
-        if out.alerts or out.quality:
+        if alerts or out.quality:
             for sink in self._sinks:
-                sink.emit(out.alerts, out.quality)
+                sink.emit(alerts, out.quality)

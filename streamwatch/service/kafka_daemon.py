@@ -15,7 +15,6 @@ on a background thread so that scoring never stops. Models are shared through th
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import threading
 import time
@@ -40,6 +39,7 @@ from streamwatch.kafka.batch import BatchDecoder, DecodedBatch, StreamRows, alig
 from streamwatch.kafka.models_topic import ModelsTopic, Publication, version_number
 from streamwatch.offline import reconstructor_factory
 from streamwatch.records import SourcePosition
+from streamwatch.service.background import Background
 
 log = logging.getLogger("streamwatch.kafka")
 T = TypeVar("T")
@@ -81,32 +81,6 @@ class _Job:
     group: str
     series: dict[str, StreamSeries]
     future: Future[tuple[GroupModel, str | None, dict[str, StreamStart]]]
-
-
-class _Background:
-    """Runs jobs one at a time on a daemon thread. Unlike a ThreadPoolExecutor's workers it does not hold up
-    the process's exit: a daemon stopped while it trains exits now, and the restarted one trains again."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
-            queue.SimpleQueue()
-        )
-        threading.Thread(target=self._work, name=name, daemon=True).start()
-
-    def submit(self, function: Callable[..., T], *args: Any) -> Future[T]:
-        future: Future[T] = Future()
-        self._queue.put((future, function, args))
-        return future
-
-    def _work(self) -> None:
-        while True:
-            future, function, args = self._queue.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(function(*args))
-            except BaseException as error:  # handed to whoever collects the future
-                future.set_exception(error)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -180,7 +154,7 @@ class KafkaDaemon:
         self._dirty_profiles: set[str] = set()
         self._jobs: dict[str, _Job] = {}
         self._retry_after: dict[str, float] = {}  # group -> when failed background work may run again
-        self._executor = _Background("streamwatch-train")
+        self._executor = Background("streamwatch-train")
         self._state_partitions = 1
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -311,6 +285,7 @@ class KafkaDaemon:
         return producer
 
     def _close(self) -> None:
+        self._executor.stop()
         self._close_clients()
         for sink in self._local_sinks:
             sink.close()

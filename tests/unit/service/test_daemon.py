@@ -1,0 +1,124 @@
+"""The daemon on the simulated source with retraining: background retrains go live, a restart keeps the live
+version, a rollback made from the CLI is picked up, and the lifecycle's figures reach Prometheus."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamwatch.config import StreamwatchConfig, parse_config
+from streamwatch.io.sinks import DeadLetterFile, MemorySink
+from streamwatch.models.registry import ModelRegistry
+from streamwatch.service.daemon import Daemon
+
+GROUP = "voltage"
+
+
+class _FastClock:
+    """Wall time that runs 20 s per call: the simulated source (60x) then feeds about 20 min per poll."""
+
+    def __init__(self) -> None:
+        self._now = 1_767_225_600.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self._now += 20.0
+            return self._now
+
+
+def _config(tmp_path: Path) -> StreamwatchConfig:
+    return parse_config(
+        {
+            "source": {
+                "kind": "simulate",
+                "history_samples": 3000,
+                "poll_interval_s": 0.01,
+                "streams": [{"id": "pmu/v", "domain": "voltage", "anomalies_per_hour": 0.5}],
+            },
+            "detector": {
+                "model": "pca",
+                "model_dir": str(tmp_path / "models"),
+                "training": {"bootstrap_samples": 2500},
+            },
+            "retraining": {"min_interval_s": 0, "fresh_share": 0.25},
+        }
+    )
+
+
+def _run_until(daemon: Daemon, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert done(), "the daemon did not get there in time"
+
+
+def _daemon(config: StreamwatchConfig, tmp_path: Path, metrics: CollectorRegistry | None = None) -> Daemon:
+    return Daemon(
+        config,
+        sinks=[MemorySink()],
+        dead_letter=DeadLetterFile(tmp_path / "dead.jsonl"),
+        clock=_FastClock(),
+        metrics=metrics,
+    )
+
+
+def test_retrains_go_live_in_the_background_and_a_restart_keeps_the_live_version(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    metrics = CollectorRegistry()
+    first = _daemon(config, tmp_path, metrics)
+    registry = ModelRegistry(tmp_path / "models")
+    _run_until(first, lambda: GROUP in first.lifecycle.stats and first.lifecycle.stats[GROUP].accepted >= 1)
+    live = registry.live_version(GROUP)
+    assert live is not None and live != "pca@1"
+    assert first.stats.models[GROUP] == live
+    accepted = metrics.get_sample_value("streamwatch_retrains_total", {"group": GROUP, "result": "accepted"})
+    assert accepted is not None and accepted >= 1
+    assert metrics.get_sample_value("streamwatch_model_info", {"group": GROUP, "version": live}) == 1.0
+    assert metrics.get_sample_value("streamwatch_seconds_since_retrain", {"group": GROUP}) is not None
+    assert metrics.get_sample_value("streamwatch_detector_degraded", {"group": GROUP}) == 0.0
+
+    second = _daemon(config, tmp_path)
+    _run_until(second, lambda: GROUP in second.stats.models)
+    assert second.stats.models[GROUP] == live
+    statuses = [record.status for record in registry.history(GROUP)]
+    assert statuses.count("live") == 1
+
+
+def test_a_rollback_from_the_cli_is_picked_up_by_the_running_daemon(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    daemon = _daemon(config, tmp_path)
+    registry = ModelRegistry(tmp_path / "models")
+    rolled: list[str] = []
+
+    def rolled_back_and_adopted() -> bool:
+        stats = daemon.lifecycle.stats.get(GROUP)
+        if not rolled and stats is not None and stats.accepted >= 1:
+            # A retrain may be in flight: it must not override the operator's choice when it finishes.
+            record, _ = registry.roll_back(GROUP, reason="operator", at=0.0)
+            rolled.append(record.version)
+        return bool(rolled) and daemon.stats.models.get(GROUP) == rolled[0]
+
+    _run_until(daemon, rolled_back_and_adopted)
+    assert registry.live_version(GROUP) == rolled[0]
+
+
+@pytest.mark.parametrize("key", ["every_s", "fresh_share"])
+def test_retraining_settings_are_validated_with_the_key_named(key: str) -> None:
+    from streamwatch.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"retraining.{key}"):
+        parse_config({"retraining": {key: -1}})
