@@ -106,6 +106,9 @@ class GroupModel:
     initial_scores: dict[str, FloatArray] = field(default_factory=dict)
     # Where each stream's level reference stands at the end of training (normalised units, per channel).
     level_references: dict[str, FloatArray] = field(default_factory=dict)
+    # Per stream, the event time of the last sample trained on: a daemon that meets those samples again
+    # (redelivered after a rebalance) warms its windows up with them instead of scoring them.
+    trained_until: dict[str, float] = field(default_factory=dict)
 
     def start_of(self, stream: str) -> StreamStart | None:
         """The start of a stream the model was trained on (None for any other stream)."""
@@ -217,7 +220,8 @@ def train_group(
         version=version,
     )
     initial = {stream: detector.score(windows).score for stream, windows in split.threshold_by_stream.items()}
-    return GroupModel(version, spec, channels, profiles, detector, report, initial, split.references)
+    until = {stream: float(item.timestamps[-1]) for stream, item in series.items() if len(item.timestamps)}
+    return GroupModel(version, spec, channels, profiles, detector, report, initial, split.references, until)
 
 
 def start_stream(model: GroupModel, series: StreamSeries, plan: TrainingPlan) -> StreamStart:

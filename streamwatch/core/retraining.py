@@ -221,6 +221,9 @@ class Lifecycle:
     history: ModelHistory
     clock: Callable[[], float] | None = None  # wall clock for event stamps; None: event time
     seed: int = 0
+    # False where the history distributes models to every daemon (the models topic): an accepted or
+    # restored model then goes live when it comes back from there, on all daemons alike.
+    install_on_accept: bool = True
     buffer: NormalBuffer = field(init=False)
     canaries: CanaryTracker = field(init=False)
     stats: dict[str, GroupStats] = field(default_factory=dict)
@@ -390,14 +393,16 @@ class Lifecycle:
             stats.rejected += 1
             stats.last_reason = f"could not be recorded: {error}"
             return
-        self.install(job.group, challenger, swapped=True)
+        if self.install_on_accept:
+            self.install(job.group, challenger, swapped=True)
         stats.accepted += 1
         stats.last_accepted_at = self._groups[job.group].now
         stats.last_reason = job.reason
         log.info(
-            "group %s: %s is live (%s; error ratio %.2f, detection %.0f%% vs %.0f%%; %d epochs in %.1fs)",
+            "group %s: %s %s (%s; error ratio %.2f, detection %.0f%% vs %.0f%%; %d epochs in %.1fs)",
             job.group,
             version,
+            "is live" if self.install_on_accept else "accepted and published",
             job.reason,
             figures.get("error_ratio", float("nan")),
             100 * figures.get("challenger_detection", float("nan")),
@@ -431,7 +436,8 @@ class Lifecycle:
         self.engine.register(group, model)
         pooled = np.concatenate([*model.initial_scores.values(), np.empty(0, dtype=np.float32)])
         for stream in self.engine.streams_of(group):
-            self.engine.start_stream(stream, group, self._start_of(model, stream, refit, pooled))
+            start = self.start_of_stream(model, stream, refit=refit, pooled=pooled)
+            self.engine.start_stream(stream, group, start)
         self.canaries.went_live(group, model.version, swapped=swapped)
         stats = self.stats.setdefault(group, GroupStats(model.version))
         stats.version = model.version
@@ -441,7 +447,14 @@ class Lifecycle:
             state.next_canary = state.now
             state.judge_now = True
 
-    def _start_of(self, model: GroupModel, stream: str, refit: bool, pooled: FloatArray) -> StreamStart:
+    def start_of_stream(
+        self, model: GroupModel, stream: str, *, refit: bool = False, pooled: FloatArray | None = None
+    ) -> StreamStart:
+        """How `stream`, scored now, continues under `model`: the model's own start for a stream it was
+        trained on (unless `refit`), else one calibrated on the stream's recent normal data, else the
+        stream's profile with the model's pooled normal scores."""
+        if pooled is None:
+            pooled = np.concatenate([*model.initial_scores.values(), np.empty(0, dtype=np.float32)])
         start = model.start_of(stream)
         if start is not None and not refit:
             return start
@@ -465,7 +478,8 @@ class Lifecycle:
         except (OSError, ValueError) as error:
             log.error("group %s: cannot roll back: %s", group, error)
             return False
-        self.install(group, model, swapped=True, refit=True)
+        if self.install_on_accept:
+            self.install(group, model, swapped=True, refit=True)
         self.stats[group].rollbacks += 1
         log.warning("group %s: rolled back to %s (%s)", group, model.version, reason)
         return True

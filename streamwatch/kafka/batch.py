@@ -72,7 +72,12 @@ class StreamRows:
         restart was applied already."""
         if self.offsets[0] > offset:
             return self
-        keep = self.offsets > offset
+        return self.where(self.offsets > offset)
+
+    def where(self, keep: npt.NDArray[np.bool_]) -> StreamRows | None:
+        """The rows where `keep` holds (None if none does)."""
+        if keep.all():
+            return self
         if not keep.any():
             return None
         return StreamRows(

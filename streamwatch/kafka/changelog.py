@@ -1,8 +1,9 @@
 """The compacted state changelog: each stream's latest state, restored by whoever owns its partition next.
 
-Two records per stream, both keyed by it: `state/<stream>` (windows, threshold, alert machine and level;
-written with every transaction that changed it) and `profile/<stream>` (its normalisation, written once when
-the stream starts, because it only changes with a new model). A stream's records go to the changelog
+Three records per stream, all keyed by it: `state/<stream>` (windows, threshold, alert machine and level;
+written with every transaction that changed it), `profile/<stream>` (its normalisation, written when the
+stream starts or moves to a new model) and `buffer/<stream>` (its recent normal data for retraining, written
+every few minutes because it is large). A stream's records go to the changelog
 partition `input partition % changelog partitions` and name the input topic and partition, so that the owner
 of an input partition reads one changelog partition and keeps what is its own.
 
@@ -24,6 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 STATE = "state/"
 PROFILE = "profile/"
+BUFFER = "buffer/"
 CHECKPOINT = "checkpoint/"
 FORMAT_VERSION = 1
 
@@ -33,6 +35,7 @@ class RestoredStream:
     origin: TopicPartition
     state: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
+    buffer: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +63,13 @@ def state_value(origin: TopicPartition, snapshot: dict[str, Any]) -> bytes:
 def profile_value(origin: TopicPartition, profile: dict[str, Any]) -> bytes:
     return orjson.dumps(
         {"v": FORMAT_VERSION, "topic": origin.topic, "partition": origin.partition, "profile": profile},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def buffer_value(origin: TopicPartition, snapshot: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {"v": FORMAT_VERSION, "topic": origin.topic, "partition": origin.partition, "buffer": snapshot},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
 
@@ -146,6 +156,9 @@ def _apply(key: bytes | None, value: bytes | None, owned: set[TopicPartition], r
     elif name.startswith(PROFILE):
         entry = result.streams.setdefault(name[len(PROFILE) :], RestoredStream(origin))
         entry.origin, entry.profile = origin, document.get("profile")
+    elif name.startswith(BUFFER):
+        entry = result.streams.setdefault(name[len(BUFFER) :], RestoredStream(origin))
+        entry.origin, entry.buffer = origin, document.get("buffer")
     elif name.startswith(CHECKPOINT):
         result.checkpoints[origin] = int(document["offset"])
         result.processed[origin] = int(document.get("processed", document["offset"]))

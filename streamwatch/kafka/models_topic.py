@@ -8,9 +8,11 @@ unique per publication (group, version and publisher), so compaction never remov
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -27,6 +29,8 @@ class Publication:
     group: str
     model: GroupModel
     key: str
+    # What the publisher said about it (trained_at, data span, gate figures, reason, restored_from): JSON.
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def version_number(version: str) -> int:
@@ -50,10 +54,12 @@ class ModelsTopic:
         self._producer.close(timeout=5)
         self._consumer.close()
 
-    def publish(self, group: str, model: GroupModel) -> str:
+    def publish(self, group: str, model: GroupModel, notes: dict[str, Any] | None = None) -> str:
         """Send a model (blocking until the broker has it); returns the record key."""
         key = f"{group}\x1f{model.version}\x1f{self._publisher}\x1f{time.time_ns()}"
         headers = [("group", group.encode()), ("version", model.version.encode())]
+        if notes:
+            headers.append(("notes", json.dumps(notes, allow_nan=False).encode()))
         future = self._producer.send(
             self._topic, key=key.encode(), value=group_model_to_bytes(model), headers=headers, partition=0
         )
@@ -65,7 +71,7 @@ class ModelsTopic:
         winners: list[Publication] = []
         for records in self._consumer.poll(timeout_ms=timeout_ms, max_records=50).values():
             for record in records:
-                winner = self._winner(record.key, record.value, record.offset)
+                winner = self._winner(record.key, record.value, record.offset, record.headers)
                 if winner is not None:
                     winners.append(winner)
         return winners
@@ -81,7 +87,9 @@ class ModelsTopic:
             winners.extend(self.poll(timeout_ms=200))
         return winners
 
-    def _winner(self, key: bytes | None, value: bytes | None, offset: int) -> Publication | None:
+    def _winner(
+        self, key: bytes | None, value: bytes | None, offset: int, headers: Any = ()
+    ) -> Publication | None:
         if key is None or value is None:
             return None
         name = key.decode(errors="replace")
@@ -95,7 +103,7 @@ class ModelsTopic:
             log.error("ignoring an unusable model on %s: %s", self._topic, error)
             return None
         self._seen.add((group, version))
-        return Publication(group, model, name)
+        return Publication(group, model, name, _notes(headers))
 
 
 def publish_model(config: KafkaConfig, topic: str, group: str, model: GroupModel) -> None:
@@ -122,3 +130,14 @@ def publish_model(config: KafkaConfig, topic: str, group: str, model: GroupModel
         models.publish(group, model)
     finally:
         models.close()
+
+
+def _notes(headers: Any) -> dict[str, Any]:
+    for name, value in headers or ():
+        if name == "notes":
+            try:
+                notes = json.loads(value)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return {}
+            return notes if isinstance(notes, dict) else {}
+    return {}

@@ -43,6 +43,7 @@ def _extra(model: GroupModel) -> dict[str, Any]:
     extra["level_references"] = {stream: level.tolist() for stream, level in model.level_references.items()}
     # Full precision: a reloaded model must fit exactly the thresholds the original did.
     extra["initial_scores"] = {stream: scores.tolist() for stream, scores in model.initial_scores.items()}
+    extra["trained_until"] = dict(model.trained_until)
     return extra
 
 
@@ -76,4 +77,6 @@ def _rebuild(reconstructor: Any, extra: dict[str, Any]) -> GroupModel:
         level_references={
             stream: np.asarray(level, dtype=np.float32) for stream, level in extra["level_references"].items()
         },
+        # Absent from models saved before it was recorded.
+        trained_until={stream: float(ts) for stream, ts in extra.get("trained_until", {}).items()},
     )

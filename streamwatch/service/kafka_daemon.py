@@ -33,18 +33,25 @@ from streamwatch.core.bootstrap import GroupModel, StreamSeries, StreamStart, st
 from streamwatch.core.engine import Engine, EngineOutput
 from streamwatch.core.onboarding import ChannelMismatchError, Onboarding
 from streamwatch.core.profile import StreamProfile
+from streamwatch.core.retraining import Lifecycle
 from streamwatch.io.sinks import DeadLetterFile, Sink
 from streamwatch.kafka import changelog, clients, topics, wire
 from streamwatch.kafka.batch import BatchDecoder, DecodedBatch, StreamRows, align
+from streamwatch.kafka.model_history import ModelsTopicHistory
 from streamwatch.kafka.models_topic import ModelsTopic, Publication, version_number
 from streamwatch.offline import reconstructor_factory
 from streamwatch.records import SourcePosition
 from streamwatch.service.background import Background
+from streamwatch.service.retrainer import Retrainer
 
 log = logging.getLogger("streamwatch.kafka")
 T = TypeVar("T")
 
 _RETRY_S = 2.0
+# How often (per stream, wall seconds) its recent-normal buffer is written to the changelog, and the largest
+# record that is (Kafka's default message limit is 1 MiB).
+_BUFFER_CHECKPOINT_S = 300.0
+_MAX_BUFFER_RECORD = 900_000
 # A training that failed (too little data for its windows, say) is not retried at once: it would fail again.
 _JOB_RETRY_S = 60.0
 Block = tuple[str, Any, Any, Sequence[SourcePosition | None] | None]
@@ -155,6 +162,23 @@ class KafkaDaemon:
         self._jobs: dict[str, _Job] = {}
         self._retry_after: dict[str, float] = {}  # group -> when failed background work may run again
         self._executor = Background("streamwatch-train")
+        self._history = ModelsTopicHistory()
+        detector = config.detector
+        self.lifecycle = Lifecycle(
+            self._engine,
+            config.retraining.policy(),
+            kind=detector.model,
+            threshold=config.threshold_config(),
+            plan=detector.training.plan(progress=False),
+            history=self._history,
+            clock=clock,
+            seed=detector.training.seed,
+            install_on_accept=False,
+        )
+        self._retrainer = Retrainer(self.lifecycle, config, self._executor)
+        # Per stream, when (monotonic) its recent-normal buffer last went to the changelog.
+        self._buffer_saved: dict[str, float] = {}
+        self._oversized_buffers: set[str] = set()
         self._state_partitions = 1
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -210,6 +234,7 @@ class KafkaDaemon:
             self._source.models_topic,
             self._instance,
         )
+        self._history.attach(self._models)
         self._register(self._models.catch_up())
         self._producer = self._new_producer()
         self._consumer = self._subscribed_consumer()
@@ -320,6 +345,7 @@ class KafkaDaemon:
         assert self._consumer is not None and self._models is not None
         self._register(self._models.poll())
         self._collect_jobs()
+        self._retrainer.step()
         batch = self._consumer.poll(
             timeout_ms=self._source.poll_timeout_ms, max_records=self._source.max_poll_records
         )
@@ -363,6 +389,8 @@ class KafkaDaemon:
         blocks = self._carry + blocks
         self._carry = []
         out = self._engine.process_blocks(blocks)
+        # Detector-health events go out with the batch's alerts, in the same transaction.
+        out.alerts.extend(self.lifecycle.observe([block[:3] for block in blocks], out))
         self.stats.windows += len(out.scores)
         self.stats.alerts += len(out.alerts)
         changed = {block[0] for block in blocks}
@@ -403,14 +431,17 @@ class KafkaDaemon:
         group = self._source.group_of(rows.stream, rows.origin.topic)
         model = self._engine.model(group)
         start = None if model is None else model.start_of(rows.stream)
-        seen_until = self._processed.get(rows.origin, 0)
-        if start is not None and not self._onboarding.is_waiting(rows.stream):
+        if model is not None and start is not None and not self._onboarding.is_waiting(rows.stream):
             # The live model was trained on this stream: it can be scored from its very first sample.
             self._engine.start_stream(rows.stream, group, start)
             self._dirty_profiles.add(rows.stream)
             self._held.pop(rows.stream, None)
-            fresh = rows.after(seen_until - 1)
-            return [] if fresh is None else self._score_rows(fresh, self._carry)
+            # Its samples are scored also where their records were processed before: a stream without
+            # state was waiting then (a scored stream's state is restored with the offsets), so none of its
+            # samples was scored yet; those the model was trained on only warm its windows up. Only the
+            # dead letters of records seen before were sent already.
+            live = self._warm_up_trained(rows, model)
+            return [] if live is None else self._fresh_only(live, self._score_rows(live, self._carry))
         expected = self._onboarding.channels_of(group) or rows.channels
         aligned = align(rows, expected)
         if aligned is None:
@@ -429,6 +460,18 @@ class KafkaDaemon:
                 self._onboarding.max_waiting,
             )
         return self._fresh_only(rows, [(rows.positions[row], reason) for row, reason in refused])
+
+    def _warm_up_trained(self, rows: StreamRows, model: GroupModel) -> StreamRows | None:
+        """Rows delivered again that the model was trained on (its first model, trained here while the stream
+        waited) only warm the windows up; the rest is returned for scoring."""
+        until = model.trained_until.get(rows.stream)
+        if until is None:
+            return rows
+        warm = (rows.offsets < self._processed.get(rows.origin, 0)) & (rows.timestamps <= until)
+        aligned = align(rows, model.channels)
+        if aligned is not None and warm.any():
+            self._engine.warm_up(rows.stream, aligned.timestamps[warm], aligned.values[warm])
+        return rows.where(~warm)
 
     def _fresh_only(
         self, rows: StreamRows, problems: list[tuple[SourcePosition, str]]
@@ -543,6 +586,30 @@ class KafkaDaemon:
             self._send_state(
                 stream, changelog.PROFILE, changelog.profile_value(self._origin[stream], profile)
             )
+        self._send_buffers(result.changed)
+
+    def _send_buffers(self, changed: set[str]) -> None:
+        """Recent-normal buffers go to the changelog every `_BUFFER_CHECKPOINT_S` per stream, not with every
+        batch: they are large, and one lost after a crash only means a retrain learns from a little less."""
+        now = time.monotonic()
+        for stream in changed:
+            if now - self._buffer_saved.get(stream, -_BUFFER_CHECKPOINT_S) < _BUFFER_CHECKPOINT_S:
+                continue
+            if stream not in self.lifecycle.buffer.streams():
+                continue
+            value = changelog.buffer_value(self._origin[stream], self.lifecycle.buffer.snapshot(stream))
+            self._buffer_saved[stream] = now
+            if len(value) > _MAX_BUFFER_RECORD:
+                if stream not in self._oversized_buffers:
+                    self._oversized_buffers.add(stream)
+                    log.warning(
+                        "%s: its recent-normal buffer (%d bytes) is too large for the changelog; after a "
+                        "restart it fills again from live data",
+                        stream,
+                        len(value),
+                    )
+                continue
+            self._send_state(stream, changelog.BUFFER, value)
 
     def _send_state(self, stream: str, kind: str, value: bytes) -> None:
         assert self._producer is not None
@@ -591,6 +658,8 @@ class KafkaDaemon:
         for stream in gone:
             self._engine.drop(stream)
             self._onboarding.drop(stream)
+            self.lifecycle.drop(stream)
+            self._buffer_saved.pop(stream, None)
             self._held.pop(stream, None)
             del self._origin[stream]
         for tp in revoked:
@@ -654,15 +723,10 @@ class KafkaDaemon:
 
     def _restore_stream(self, stream: str, entry: changelog.RestoredStream) -> bool:
         assert entry.state is not None
-        group = entry.state.get("group")
-        model = self._engine.model(str(group))
-        if model is None or model.version != entry.state.get("model_version"):
-            log.warning(
-                "state of %s is for model %s of %s, which is not live: starting it afresh",
-                stream,
-                entry.state.get("model_version"),
-                group,
-            )
+        group = str(entry.state.get("group"))
+        model = self._engine.model(group)
+        if model is None:
+            log.warning("state of %s is for group %s, which has no model: starting it afresh", stream, group)
             return False
         profile = None if entry.profile is None else StreamProfile.from_json(entry.profile)
         if profile is None and stream not in model.profiles:
@@ -671,41 +735,40 @@ class KafkaDaemon:
         self._engine.restore(stream, entry.state, profile)
         self._origin[stream] = entry.origin
         self._onboarding.drop(stream)
+        if entry.buffer is not None:
+            try:
+                self.lifecycle.buffer.restore(stream, entry.buffer)
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("%s: its recent-normal buffer could not be restored (%r)", stream, error)
+        if model.version != entry.state.get("model_version"):
+            # A newer model went live after this state was committed: carry the stream over to it as a swap
+            # would (windows and alert state kept, threshold on the new model's scale).
+            self._engine.start_stream(stream, group, self.lifecycle.start_of_stream(model, stream))
+            self._dirty_profiles.add(stream)
         return True
 
     # -- models ------------------------------------------------------------------------------------------
     def _register(self, publications: list[Publication]) -> None:
+        """Newer winning models go live. Streams scored under the group's previous model continue under the
+        new one: windows and alert state carry over, thresholds are re-fitted on the new model's scale (see
+        `Lifecycle.install`)."""
+        newest: dict[str, Publication] = {}
         for publication in publications:
+            self._history.seen(publication)
+            number = version_number(publication.model.version)
+            known = newest.get(publication.group)
+            if known is None or number > version_number(known.model.version):
+                newest[publication.group] = publication
+        for publication in newest.values():
             group, model = publication.group, publication.model
             current = self._engine.model(group)
             if current is not None and version_number(model.version) <= version_number(current.version):
                 continue
-            self._engine.register(group, model)
+            self.lifecycle.install(group, model, swapped=current is not None)
+            streams = self._engine.streams_of(group)
+            self._dirty_profiles.update(streams)
             self.stats.models[group] = model.version
-            restarted, waiting = self._move_streams_to(group, model)
-            log.info(
-                "group %s: model %s is live (%d streams carried over, %d to start afresh)",
-                group,
-                model.version,
-                restarted,
-                waiting,
-            )
-
-    def _move_streams_to(self, group: str, model: GroupModel) -> tuple[int, int]:
-        """Streams scored under the group's previous model continue under the new one: those it was trained
-        on keep their windows and alert state and get thresholds on the new model's scale; the others start
-        afresh (their profile and threshold need recent data under the new model)."""
-        restarted = waiting = 0
-        for stream in self._engine.streams_of(group):
-            start = model.start_of(stream)
-            if start is not None:
-                self._engine.start_stream(stream, group, start)
-                self._dirty_profiles.add(stream)
-                restarted += 1
-            else:
-                self._engine.drop(stream)
-                waiting += 1
-        return restarted, waiting
+            log.info("group %s: %s is live (%d streams carried over)", group, model.version, len(streams))
 
     def _schedule_jobs(self) -> None:
         for group in self._onboarding.groups():
@@ -798,6 +861,7 @@ class KafkaDaemon:
                 continue  # its partition moved away meanwhile, or it was restored
             self._engine.start_stream(stream, group, start)
             self._engine.warm_up(stream, item.timestamps, item.values)
+            self.lifecycle.buffer.seed(stream, self.lifecycle.shape_of(stream), item.timestamps, item.values)
             self._dirty_profiles.add(stream)
             self._held.pop(stream, None)
             started += 1
