@@ -252,7 +252,7 @@ class CanarySettings(_Strict):
     max_streams: int = Field(default=16, ge=1)
     memory: int = Field(default=48, ge=1)
     min_canaries: int = Field(default=32, ge=1)
-    floor: float = Field(default=0.4, ge=0, le=1)
+    floor: float = Field(default=0.0, ge=0, le=1)
     relative_floor: float = Field(default=0.7, ge=0, le=1)
     rollback: bool = True
     severity: float = Field(default=1.0, gt=0)

@@ -11,6 +11,7 @@ stream; a group whose rate falls below the floor is degraded.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -25,10 +26,11 @@ class CanaryConfig:
     max_streams: int = 16  # streams per round (taken in turn in a large group)
     memory: int = 48  # outcomes per group the hit rate is computed over
     min_canaries: int = 32  # outcomes needed under a version before judging it
-    # Degraded: a hit rate below `floor`, or below `relative_floor` x the group's usual rate (how well its
-    # models have seen so far). Eyesight differs by domain (a conv AE catches ~80% of severity-1 canaries
-    # on voltage, ~65% on grid frequency), so a fixed floor alone is either blind or jumpy.
-    floor: float = 0.4
+    # Degraded: a hit rate below `relative_floor` x the group's usual rate (how well its models have seen so
+    # far), by more than chance; or below `floor`, an absolute minimum an operator may set. Eyesight differs
+    # by domain and data (a conv AE catches ~80% of severity-1 canaries on generated voltage, ~65% on grid
+    # frequency, 10-50% on some NAB series), so a fixed floor alone is either blind or pages for nothing.
+    floor: float = 0.0
     relative_floor: float = 0.7
     rollback: bool = True
     severity: float = 1.0
@@ -49,6 +51,9 @@ class CanaryConfig:
 
 # How fast a group's usual hit rate follows each judged round.
 _BASELINE_WEIGHT = 0.1
+# A shortfall counts when it is this many standard errors of a hit rate (binomial) away: with a few dozen
+# canaries a rate moves by ten points by chance alone.
+_Z = 2.5
 
 
 @dataclass(slots=True)
@@ -59,8 +64,10 @@ class GroupEyesight:
     outcomes: deque[bool]
     per_stream: dict[str, deque[bool]] = field(default_factory=dict)
     degraded_since: float | None = None
-    # The version's predecessor's last hit rate, when it went live by a swap (None: nothing to go back to).
+    # The version's predecessor's last hit rate and how many canaries it rests on, when it went live by a
+    # swap (None: nothing to go back to).
     previous_rate: float | None = None
+    previous_count: int = 0
 
     @property
     def rate(self) -> float | None:
@@ -93,11 +100,19 @@ class CanaryTracker:
         """A version went live; `swapped` when it replaced a live version (so it may be rolled back)."""
         before = self._groups.get(group)
         previous_rate: float | None = None
+        previous_count = 0
         if swapped and before is not None:
-            # A predecessor no canary judged yet is assumed to have seen.
-            previous_rate = before.rate if len(before.outcomes) >= self.config.min_canaries else 1.0
+            if len(before.outcomes) >= self.config.min_canaries:
+                previous_rate, previous_count = before.rate, len(before.outcomes)
+            else:
+                # A predecessor no canary judged yet is taken to have seen as the group usually does.
+                previous_rate = self._usual.get(group, 1.0)
+                previous_count = self.config.memory
         self._groups[group] = GroupEyesight(
-            version, deque(maxlen=self.config.memory), previous_rate=previous_rate
+            version,
+            deque(maxlen=self.config.memory),
+            previous_rate=previous_rate,
+            previous_count=previous_count,
         )
 
     def record(self, group: str, stream: str, caught: list[bool]) -> None:
@@ -115,19 +130,37 @@ class CanaryTracker:
         return eyesight is not None and len(eyesight.outcomes) >= self.config.min_canaries
 
     def below_floor(self, group: str) -> bool:
+        """Whether the live version sees clearly worse than the group's models usually do (or than the
+        configured absolute floor)."""
         eyesight = self._groups.get(group)
-        if eyesight is None or not self.judged(group):
+        if eyesight is None or not self.judged(group) or eyesight.rate is None:
             return False
-        rate = eyesight.rate
-        return rate is not None and rate < self.floor_of(group)
+        rate, count = eyesight.rate, len(eyesight.outcomes)
+        if rate < self.config.floor:
+            return True
+        usual = self._usual.get(group)
+        return (
+            usual is not None
+            and rate < self.config.relative_floor * usual
+            and _shortfall(usual, rate, count, count) >= _Z
+        )
 
     def should_roll_back(self, group: str) -> bool:
-        """Degraded right after a swap from a version that saw: the swap is what broke it."""
+        """Degraded right after a swap, and clearly worse than the version it replaced: the swap broke it."""
         eyesight = self._groups.get(group)
+        if not self.config.rollback or eyesight is None or eyesight.previous_rate is None:
+            return False
+        rate, count = eyesight.rate, len(eyesight.outcomes)
         return (
-            self.config.rollback
-            and eyesight is not None
-            and self.below_floor(group)
-            and eyesight.previous_rate is not None
-            and eyesight.previous_rate >= self.floor_of(group)
+            self.below_floor(group)
+            and rate is not None
+            and _shortfall(eyesight.previous_rate, rate, eyesight.previous_count, count) >= _Z
         )
+
+
+def _shortfall(before: float, now: float, before_count: int, now_count: int) -> float:
+    """How many standard errors `now` lies below `before` (two hit rates from independent canaries)."""
+    pooled = (before * before_count + now * now_count) / max(before_count + now_count, 1)
+    # Never below a few points of spread: rates near 0 or 1 would otherwise make any step significant.
+    variance = max(pooled * (1.0 - pooled), 0.05) * (1.0 / max(before_count, 1) + 1.0 / max(now_count, 1))
+    return (before - now) / math.sqrt(variance)

@@ -51,6 +51,11 @@ def add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     evaluate.add_argument(
         "--per-file", action="store_true", help="add each file's own figures (events, false alarms, headline)"
     )
+    evaluate.add_argument(
+        "--retrain",
+        action="store_true",
+        help="run each series under the retraining lifecycle, as `detect --retrain` does",
+    )
     evaluate.set_defaults(handler=run)
 
 
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             clock=time.monotonic,
             jobs=args.jobs,
             on_series=lambda _name: _advance(bar),
+            retrain=args.retrain,
         )
     figures = result.figures(per_file=args.per_file)
     if args.json:

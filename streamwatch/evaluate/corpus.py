@@ -62,11 +62,13 @@ def evaluate_corpus(
     clock: Clock,
     jobs: int = 1,
     on_series: Progress | None = None,
+    retrain: bool = False,
 ) -> CorpusResult:
-    """Run every series of `dataset` under `root`; `on_series` is told each finished series' name."""
+    """Run every series of `dataset` under `root` (with `retrain`, under the retraining lifecycle);
+    `on_series` is told each finished series' name."""
     result = CorpusResult(dataset, config.detector.model)
     started = clock()
-    for name, outcome in _runs(read_dataset(dataset, root), config, jobs):
+    for name, outcome in _runs(read_dataset(dataset, root), config, jobs, retrain):
         if isinstance(outcome, SeriesRun):
             result.runs.append(outcome)
         else:
@@ -83,25 +85,25 @@ def evaluate_corpus(
 _Outcome = SeriesRun | tuple[LabelledSeries, str]
 
 
-def _run_one(series: LabelledSeries, config: StreamwatchConfig) -> _Outcome:
+def _run_one(series: LabelledSeries, config: StreamwatchConfig, retrain: bool) -> _Outcome:
     try:
-        return run_series(series, config)
+        return run_series(series, config, retrain=retrain)
     except ValueError as error:
         return series, str(error)
 
 
 def _runs(
-    series: Iterator[LabelledSeries], config: StreamwatchConfig, jobs: int
+    series: Iterator[LabelledSeries], config: StreamwatchConfig, jobs: int, retrain: bool
 ) -> Iterator[tuple[str, _Outcome]]:
     if jobs <= 1:
         for item in series:
-            yield item.name, _run_one(item, config)
+            yield item.name, _run_one(item, config, retrain)
         return
     # Each worker trains and scores whole series; a bounded number in flight bounds memory on large corpora.
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         pending = []
         for item in series:
-            pending.append((item.name, pool.submit(_run_one, item, config)))
+            pending.append((item.name, pool.submit(_run_one, item, config, retrain)))
             if len(pending) >= 2 * jobs:
                 name, future = pending.pop(0)
                 yield name, future.result()

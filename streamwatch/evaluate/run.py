@@ -18,7 +18,7 @@ from streamwatch.core.alerts import AlertConfig, AlertMachine
 from streamwatch.evaluate.datasets import LabelledSeries
 from streamwatch.evaluate.events import alert_spans
 from streamwatch.evaluate.metrics import AlertSpan
-from streamwatch.offline import DetectResult, Split, run_engine, train_on_prefix
+from streamwatch.offline import DetectResult, Split, run_engine, run_with_retraining, train_on_prefix
 from streamwatch.records import AlertEvent, WindowScore
 
 IntArray = npt.NDArray[np.int64]
@@ -72,7 +72,9 @@ class SeriesRun:
         return fired
 
 
-def run_series(series: LabelledSeries, config: StreamwatchConfig, *, progress: bool = False) -> SeriesRun:
+def run_series(
+    series: LabelledSeries, config: StreamwatchConfig, *, progress: bool = False, retrain: bool = False
+) -> SeriesRun:
     if series.train_rows < 2 or series.train_rows >= series.rows:
         raise ValueError(
             f"{series.name}: {series.train_rows} training rows of {series.rows} leave nothing to do"
@@ -82,7 +84,8 @@ def run_series(series: LabelledSeries, config: StreamwatchConfig, *, progress: b
     model, cut = train_on_prefix(
         frame, Split(until=float(timestamps[series.train_rows - 1])), config, progress=progress
     )
-    return series_run(series, run_engine(frame, cut, model, config), config.alerts.build())
+    run = run_with_retraining if retrain else run_engine
+    return series_run(series, run(frame, cut, model, config), config.alerts.build())
 
 
 def series_run(series: LabelledSeries, result: DetectResult, alert_config: AlertConfig) -> SeriesRun:
@@ -95,7 +98,7 @@ def series_run(series: LabelledSeries, result: DetectResult, alert_config: Alert
         last_rows=to_row.of([item.end for item in scores]),
         scores=np.asarray([item.score for item in scores], dtype=np.float64),
         thresholds=np.asarray([item.threshold for item in scores], dtype=np.float64),
-        alerts=alert_spans_in_rows(result.alerts, series),
+        alerts=alert_spans_in_rows(result.anomaly_alerts, series),
         alert_config=alert_config,
     )
 

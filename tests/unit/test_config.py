@@ -15,6 +15,7 @@ def test_example_config_is_valid_and_is_the_embedded_default() -> None:
     assert config.source.kind == "simulate"
     assert config.source == StreamwatchConfig().source
     assert config.detector == StreamwatchConfig().detector
+    assert config.retraining == StreamwatchConfig().retraining
     assert config.threshold_config().kind == "robust_z"
 
 

@@ -29,12 +29,16 @@ def test_the_floor_follows_the_groups_usual_rate() -> None:
     tracker.record("g", "a", [True] * 10)
     assert tracker.usual_rate("g") == pytest.approx(1.0)
     assert tracker.floor_of("g") == pytest.approx(0.7)
-    # 60% would pass an absolute floor of 40% but is far below what this group's models usually see.
+    # 60% would pass an absolute floor of 40% but is far below what this group's models usually see (and
+    # over 20 canaries that is no accident).
     tracker.went_live("g", "conv@2", swapped=True)
+    tracker.record("g", "a", [True] * 6 + [False] * 4)
+    assert not tracker.below_floor("g"), "10 canaries cannot tell 60% from the usual rate"
+    usual = tracker.usual_rate("g")
     tracker.record("g", "a", [True] * 6 + [False] * 4)
     assert tracker.below_floor("g")
     # A degraded version does not drag the usual rate down with it.
-    assert tracker.usual_rate("g") == pytest.approx(1.0)
+    assert tracker.usual_rate("g") == usual
 
 
 def test_a_drop_right_after_a_swap_from_a_version_that_saw_is_rolled_back() -> None:
