@@ -24,7 +24,8 @@ import numpy as np
 from streamwatch.config import StreamwatchConfig, parse_config
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, start_stream, train_group
 from streamwatch.core.engine import Engine
-from streamwatch.core.retraining import Lifecycle, MemoryHistory, RetrainJob, run_job
+from streamwatch.core.model_history import MemoryHistory
+from streamwatch.core.retraining import Lifecycle, RetrainJob, run_job
 from streamwatch.generate.simulate import Series, simulate
 from streamwatch.offline import reconstructor_factory
 from streamwatch.service.background import Background

@@ -500,18 +500,24 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    import prometheus_client
+
     if config.source.kind == "kafka":
         from streamwatch.kafka.clients import KafkaSetupError
         from streamwatch.service.kafka_daemon import KafkaDaemon
 
         try:
-            KafkaDaemon(config, sinks=sinks, dead_letter_file=dead_letter, clock=time.time).run(stop)
+            KafkaDaemon(
+                config,
+                sinks=sinks,
+                dead_letter_file=dead_letter,
+                clock=time.time,
+                metrics=prometheus_client.REGISTRY,
+            ).run(stop)
         except KafkaSetupError as error:
             print(f"streamwatch: {error}", file=sys.stderr)
             return 2
         return 0
-    import prometheus_client
-
     from streamwatch.service.daemon import Daemon
 
     assert dead_letter is not None  # the configuration refuses Kafka dead letters without a Kafka source

@@ -19,8 +19,9 @@ from streamwatch.codecs import CsvFrame, DecodeError, LogCountConfig, count_log_
 from streamwatch.config import DetectorConfig, StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, train_group
 from streamwatch.core.engine import Engine, EngineOutput
+from streamwatch.core.model_history import MemoryHistory
 from streamwatch.core.reconstructor import Reconstructor
-from streamwatch.core.retraining import Lifecycle, MemoryHistory, run_job
+from streamwatch.core.retraining import Lifecycle, run_job
 from streamwatch.io.sinks import JsonlSink
 from streamwatch.records import AlertEvent, FloatArray, WindowScore, iso_utc, parse_iso_utc
 

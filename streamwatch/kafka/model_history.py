@@ -5,28 +5,32 @@ rollback re-publishing older weights under a new number) goes live on all of the
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka.errors import KafkaError
 
+from streamwatch.config import StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel
-from streamwatch.core.retraining import with_version
+from streamwatch.core.model_history import with_version
 from streamwatch.kafka.models_topic import ModelsTopic, Publication, version_number
+from streamwatch.models.registry import ModelRecord, Status
 
 log = logging.getLogger("streamwatch.models_topic")
 
-# Published versions remembered per group: the live one and those a rollback can go back to.
+# Published versions a daemon remembers per group: the live one and those a rollback can go back to.
 _KEEP = 3
 
 
 @dataclass(slots=True)
 class ModelsTopicHistory:
     topic: ModelsTopic | None = None
+    keep: int = _KEEP
     _published: dict[str, list[Publication]] = field(default_factory=dict)
     _numbers: dict[str, int] = field(default_factory=dict)  # highest version number used per group
-    _rolled_back: set[tuple[str, str]] = field(default_factory=set)
+    rolled_back: set[tuple[str, str]] = field(default_factory=set)
 
     def attach(self, topic: ModelsTopic) -> None:
         self.topic = topic
@@ -36,11 +40,11 @@ class ModelsTopicHistory:
         kept = self._published.setdefault(publication.group, [])
         kept.append(publication)
         kept.sort(key=lambda item: version_number(item.model.version))
-        del kept[:-_KEEP]
+        del kept[: -self.keep]
         self._bump(publication.group, publication.model.version)
         restored = publication.notes.get("rolled_back")
         if isinstance(restored, str):
-            self._rolled_back.add((publication.group, restored))
+            self.rolled_back.add((publication.group, restored))
 
     def live_version(self, group: str) -> str | None:
         kept = self._published.get(group)
@@ -98,7 +102,7 @@ class ModelsTopicHistory:
         earlier = [
             item
             for item in kept[:-1]
-            if (group, item.model.version) not in self._rolled_back and item.model.version != live
+            if (group, item.model.version) not in self.rolled_back and item.model.version != live
         ]
         if live is None or not earlier:
             raise ValueError(f"no earlier version of group {group} to roll back to")
@@ -115,7 +119,7 @@ class ModelsTopicHistory:
             restored_from=target.model.version,
             rolled_back=live,
         )
-        self._rolled_back.add((group, live))
+        self.rolled_back.add((group, live))
         return notes, model
 
     def _bump(self, group: str, version: str) -> None:
@@ -126,3 +130,68 @@ def _span(value: Any, default: float) -> tuple[float, float]:
     if isinstance(value, list) and len(value) == 2:
         return float(value[0]), float(value[1])
     return default, default
+
+
+def topic_records(config: StreamwatchConfig) -> dict[str, list[ModelRecord]]:
+    """Every group's versions on the configured models topic, as the registry lists them."""
+    with _opened(config) as (publications, history):
+        records: dict[str, list[ModelRecord]] = {}
+        for item in publications:
+            live = history.live_version(item.group)
+            version = item.model.version
+            status: Status = "live" if version == live else "previous"
+            if (item.group, version) in history.rolled_back:
+                status = "rolled_back"
+            records.setdefault(item.group, []).append(_record(item, status))
+        return records
+
+
+def roll_back_on_topic(config: StreamwatchConfig, group: str, *, reason: str, at: float) -> tuple[str, str]:
+    """Publish the version before the live one again under a new number; (new version, restored one)."""
+    with _opened(config) as (publications, history):
+        if group not in {item.group for item in publications}:
+            groups = ", ".join(sorted({item.group for item in publications})) or "none"
+            raise ValueError(f"no group {group!r} on the models topic; its groups: {groups}")
+        notes, model = history.roll_back(group, reason=reason, at=at)
+        return model.version, str(notes["restored_from"])
+
+
+@contextmanager
+def _opened(config: StreamwatchConfig) -> Iterator[tuple[list[Publication], ModelsTopicHistory]]:
+    from streamwatch.kafka import clients
+
+    source = config.source
+    if source.kind != "kafka":
+        raise ValueError("the models topic needs a config with source.kind: kafka")
+    topic = ModelsTopic(
+        clients.reader(config.kafka, isolation_level="read_uncommitted"),
+        clients.plain_producer(config.kafka, large=True),
+        source.models_topic,
+        "cli",
+    )
+    try:
+        publications = topic.catch_up()
+        history = ModelsTopicHistory(topic, keep=len(publications) + 1)
+        for publication in publications:
+            history.seen(publication)
+        yield publications, history
+    finally:
+        topic.close()
+
+
+def _record(item: Publication, status: Status) -> ModelRecord:
+    notes = item.notes
+    at = float(notes.get("trained_at") or 0.0)
+    start, end = _span(notes.get("data_span"), at)
+    validation = notes.get("validation") if isinstance(notes.get("validation"), dict) else {}
+    return ModelRecord(
+        group=item.group,
+        version=item.model.version,
+        status=status,
+        trained_at=at,
+        data_start=start,
+        data_end=end,
+        validation={str(key): float(value) for key, value in (validation or {}).items()},
+        reason=str(notes.get("reason") or ""),
+        restored_from=notes.get("restored_from") if isinstance(notes.get("restored_from"), str) else None,
+    )

@@ -79,14 +79,32 @@ def model_dir(args: argparse.Namespace) -> Path:
     return config.detector.model_dir
 
 
+def _kafka_config(args: argparse.Namespace) -> StreamwatchConfig | None:
+    """The config, when its source is Kafka and no --model-dir overrides: the models topic is the registry."""
+    if args.model_dir is not None or args.config is None:
+        return None
+    config = load_config(args.config)
+    return config if config.source.kind == "kafka" else None
+
+
 def list_models(args: argparse.Namespace) -> int:
-    directory = model_dir(args)
-    registry = ModelRegistry(directory)
-    groups = registry.groups()
+    kafka = _kafka_config(args)
+    if kafka is not None:
+        from streamwatch.kafka.model_history import topic_records
+
+        all_histories = topic_records(kafka)
+        assert kafka.source.kind == "kafka"
+        where = f"the models topic {kafka.source.models_topic}"
+    else:
+        directory = model_dir(args)
+        registry = ModelRegistry(directory)
+        all_histories = {group: registry.history(group) for group in registry.groups()}
+        where = str(directory)
+    groups = sorted(all_histories)
     if args.group is not None:
-        _check_known(args.group, groups, directory)
+        _check_known(args.group, groups, where)
         groups = [group for group in groups if group == args.group]
-    histories = {group: registry.history(group) for group in groups}
+    histories = {group: all_histories[group] for group in groups}
     if args.json:
         document = {
             "groups": {
@@ -96,13 +114,20 @@ def list_models(args: argparse.Namespace) -> int:
         print(json.dumps(document, ensure_ascii=False))
     if not groups:
         # With --json the line goes to stderr, so stdout stays one JSON object.
-        print(f"no models in {directory}", file=sys.stderr if args.json else sys.stdout)
+        print(f"no models in {where}", file=sys.stderr if args.json else sys.stdout)
     elif not args.json:
         print("\n\n".join(format_history(group, records) for group, records in histories.items()))
     return 0
 
 
 def roll_back(args: argparse.Namespace) -> int:
+    kafka = _kafka_config(args)
+    if kafka is not None:
+        from streamwatch.kafka.model_history import roll_back_on_topic
+
+        version, restored = roll_back_on_topic(kafka, args.group, reason=args.reason, at=time.time())
+        print(f"group {args.group}: {version} (the weights of {restored}) published; daemons switch to it")
+        return 0
     directory = model_dir(args)
     registry = ModelRegistry(directory)
     _check_known(args.group, registry.groups(), directory)
@@ -116,7 +141,7 @@ def roll_back(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_known(group: str, groups: Sequence[str], directory: Path) -> None:
+def _check_known(group: str, groups: Sequence[str], directory: Path | str) -> None:
     """An empty registry is not an error (nothing trained yet); a group it lacks is most likely a typo."""
     if groups and group not in groups:
         raise ValueError(f"no group {group!r} in {directory}; its groups: {', '.join(map(repr, groups))}")

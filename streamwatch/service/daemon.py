@@ -20,7 +20,6 @@ from prometheus_client import CollectorRegistry
 from streamwatch.config import SimulatedStreamConfig, StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, start_stream, train_group
 from streamwatch.core.engine import Engine, EngineOutput
-from streamwatch.core.retraining import Lifecycle
 from streamwatch.io.simulate import Chunk, SimulatedSource
 from streamwatch.io.sinks import DeadLetterFile, Sink
 from streamwatch.models.registry import ModelRegistry
@@ -28,7 +27,7 @@ from streamwatch.offline import reconstructor_factory
 from streamwatch.records import AlertEvent, FloatArray, iso_utc
 from streamwatch.service.background import Background
 from streamwatch.service.metrics import LifecycleCollector
-from streamwatch.service.retrainer import Retrainer
+from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
 
 log = logging.getLogger("streamwatch.daemon")
 
@@ -80,17 +79,7 @@ class Daemon:
         self._engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build(), clock=clock)
         self._backlog: dict[str, dict[str, _Backlog]] = defaultdict(dict)
         self.registry = ModelRegistry(config.detector.model_dir, keep=config.retraining.keep_versions)
-        detector = config.detector
-        self.lifecycle = Lifecycle(
-            self._engine,
-            config.retraining.policy(),
-            kind=detector.model,
-            threshold=config.threshold_config(),
-            plan=detector.training.plan(progress=False),
-            history=self.registry,
-            clock=clock,
-            seed=detector.training.seed,
-        )
+        self.lifecycle = daemon_lifecycle(self._engine, config, self.registry, clock=clock)
         self._background = Background("streamwatch-retrain")
         self._retrainer = Retrainer(self.lifecycle, config, self._background)
         self._registry_checked_at = -_REGISTRY_POLL_S

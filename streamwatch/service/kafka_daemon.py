@@ -27,13 +27,13 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry
 
 from streamwatch.config import KafkaSourceConfig, StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, StreamStart, start_stream, train_group
 from streamwatch.core.engine import Engine, EngineOutput
 from streamwatch.core.onboarding import ChannelMismatchError, Onboarding
 from streamwatch.core.profile import StreamProfile
-from streamwatch.core.retraining import Lifecycle
 from streamwatch.io.sinks import DeadLetterFile, Sink
 from streamwatch.kafka import changelog, clients, topics, wire
 from streamwatch.kafka.batch import BatchDecoder, DecodedBatch, StreamRows, align
@@ -42,7 +42,8 @@ from streamwatch.kafka.models_topic import ModelsTopic, Publication, version_num
 from streamwatch.offline import reconstructor_factory
 from streamwatch.records import SourcePosition
 from streamwatch.service.background import Background
-from streamwatch.service.retrainer import Retrainer
+from streamwatch.service.metrics import LifecycleCollector
+from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
 
 log = logging.getLogger("streamwatch.kafka")
 T = TypeVar("T")
@@ -132,6 +133,7 @@ class KafkaDaemon:
         sinks: Sequence[Sink],
         dead_letter_file: DeadLetterFile | None,
         clock: Callable[[], float],
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         if config.source.kind != "kafka":
             raise ValueError("KafkaDaemon needs source.kind: kafka")
@@ -163,19 +165,12 @@ class KafkaDaemon:
         self._retry_after: dict[str, float] = {}  # group -> when failed background work may run again
         self._executor = Background("streamwatch-train")
         self._history = ModelsTopicHistory()
-        detector = config.detector
-        self.lifecycle = Lifecycle(
-            self._engine,
-            config.retraining.policy(),
-            kind=detector.model,
-            threshold=config.threshold_config(),
-            plan=detector.training.plan(progress=False),
-            history=self._history,
-            clock=clock,
-            seed=detector.training.seed,
-            install_on_accept=False,
+        self.lifecycle = daemon_lifecycle(
+            self._engine, config, self._history, clock=clock, install_on_accept=False
         )
         self._retrainer = Retrainer(self.lifecycle, config, self._executor)
+        if metrics is not None:
+            metrics.register(LifecycleCollector(self.lifecycle))
         # Per stream, when (monotonic) its recent-normal buffer last went to the changelog.
         self._buffer_saved: dict[str, float] = {}
         self._oversized_buffers: set[str] = set()

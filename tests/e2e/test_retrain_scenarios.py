@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from streamwatch.config import parse_config
-from streamwatch.core.retraining import Lifecycle, MemoryHistory, run_job
+from streamwatch.core.model_history import MemoryHistory
+from streamwatch.core.retraining import Lifecycle, run_job
 from streamwatch.generate.inject import write_csv
 from streamwatch.generate.simulate import Series, simulate
 from streamwatch.offline import FILE_GROUP, reconstructor_factory

@@ -3,7 +3,10 @@ without repeating or losing an alert, and a restarted daemon carries on with it.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -103,6 +106,29 @@ def test_retrained_models_go_live_without_repeating_an_alert_and_survive_a_resta
     late = [event for event in events if event["window_start"] >= _iso(data[0].timestamps[7500])]
     assert late, "the late incidents raised no alert under the retrained models"
     assert all(event["model_version"] != "pca@1" for event in late)
+
+    # The models topic is the registry on Kafka: listed, and rolled back from the command line.
+    listed = _models(config, "list", "--json")
+    history = json.loads(listed)["groups"][topic]
+    live_now = [record["version"] for record in history if record["status"] == "live"]
+    assert live_now == [max((record["version"] for record in history), key=version_number)]
+    assert all("trained_at" in record for record in history)
+    _models(config, "rollback", "--group", topic, "--reason", "test")
+    after = json.loads(_models(config, "list", "--json"))["groups"][topic]
+    newest = max(after, key=lambda record: version_number(record["version"]))
+    assert newest["status"] == "live" and newest["restored_from"] is not None
+    assert [record["status"] for record in after if record["version"] == live_now[0]] == ["rolled_back"]
+
+
+def _models(config: Path, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "streamwatch", "models", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def _iso(ts: float) -> str:

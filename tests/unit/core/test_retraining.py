@@ -15,9 +15,9 @@ from streamwatch.codecs import CsvFrame
 from streamwatch.config import StreamwatchConfig, parse_config
 from streamwatch.core.bootstrap import StreamSeries, TrainingPlan, WindowShape, train_group
 from streamwatch.core.engine import Engine
+from streamwatch.core.model_history import MemoryHistory
 from streamwatch.core.retraining import (
     Lifecycle,
-    MemoryHistory,
     RetrainJob,
     RetrainOutcome,
     RetrainPolicy,
