@@ -270,6 +270,7 @@ class RetrainingConfig(_Strict):
     enabled: bool = True
     every_s: float = Field(default=6 * 3600.0, gt=0)
     fresh_share: float = Field(default=0.5, gt=0, le=1)
+    every_windows: int | None = Field(default=None, ge=1)
     min_interval_s: float = Field(default=3600.0, ge=0)
     min_fresh_windows: int = Field(default=64, ge=0)
     min_samples: int = Field(default=1024, ge=64)
@@ -285,6 +286,7 @@ class RetrainingConfig(_Strict):
             enabled=self.enabled,
             every_s=self.every_s,
             fresh_share=self.fresh_share,
+            every_windows=self.every_windows,
             min_interval_s=self.min_interval_s,
             min_fresh_windows=self.min_fresh_windows,
             min_samples=self.min_samples,

@@ -5,7 +5,8 @@ background) and for `detect --retrain` (which trains inline), so both decide the
 Per stream group:
 1. Samples and verdicts feed the recent-normal buffer (`core.normal_buffer`).
 2. A retrain is due every `every_s` of event time, or sooner (but not within `min_interval_s`) once
-   `fresh_share` of the buffered normal data is new, never with less than `min_fresh_windows` of new data;
+   `fresh_share` of the buffered normal data is new (or, if set, once the streams gained `every_windows`
+   new normal windows each), never with less than `min_fresh_windows` of new data;
    and at once when a stream's change has lasted long enough to be its new normal. Every stream must hold
    enough normal data; the newest `held_back_share` of it is kept back from training for the gate.
 3. `run_job` trains the challenger with the live window shape and judges it with the validation gate.
@@ -61,6 +62,8 @@ class RetrainPolicy:
     # never with fewer than `min_fresh_windows` new normal windows per stream.
     every_s: float = 6 * 3600.0
     fresh_share: float = 0.5
+    # Or, when set, once the streams gained this many new normal windows each (on average).
+    every_windows: int | None = None
     min_interval_s: float = 3600.0
     min_fresh_windows: int = 64
     min_samples: int = 1024
@@ -76,6 +79,8 @@ class RetrainPolicy:
             raise ValueError(f"fresh_share must be in (0, 1], got {self.fresh_share}")
         if not 0.0 <= self.min_interval_s <= self.every_s:
             raise ValueError(f"min_interval_s must be in [0, every_s], got {self.min_interval_s}")
+        if self.every_windows is not None and self.every_windows < 1:
+            raise ValueError(f"every_windows must be >= 1 (or null), got {self.every_windows}")
         if self.min_fresh_windows < 0 or self.min_samples < 64:
             raise ValueError("min_fresh_windows must be >= 0 and min_samples >= 64")
         if not 0.05 <= self.held_back_share <= 0.5:
@@ -317,10 +322,15 @@ class Lifecycle:
         elapsed = state.now - state.last_attempt
         if elapsed >= self.policy.every_s:
             return f"{elapsed / 3600:.1f} h since the last retrain"
+        if elapsed < self.policy.min_interval_s:
+            return None
         capacity = self.policy.buffer.capacity_samples
         share = float(np.mean([min(1.0, count / capacity) for count in fresh]))
-        if elapsed >= self.policy.min_interval_s and share >= self.policy.fresh_share:
+        if share >= self.policy.fresh_share:
             return f"{share:.0%} of the normal data is new"
+        windows = float(np.mean(fresh)) / hop
+        if self.policy.every_windows is not None and windows >= self.policy.every_windows:
+            return f"{windows:.0f} new normal windows per stream"
         return None
 
     def complete(self, outcome: RetrainOutcome) -> None:

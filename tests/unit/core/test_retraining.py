@@ -274,6 +274,26 @@ def test_a_broken_model_that_gets_live_is_caught_by_the_canaries_and_rolled_back
     assert lifecycle.stats["g"].rollbacks == 1
 
 
+def test_detect_retrain_is_deterministic_for_a_seed() -> None:
+    series = _voltage(20_000, seed=6)
+    frame = _frame(_noise_grows(series, begin=6000, span=2000, factor=3.0), series)
+    first = detect(frame, Split(fraction=0.15), _config(), retrain=True)
+    second = detect(frame, Split(fraction=0.15), _config(), retrain=True)
+    assert first.history is not None and second.history is not None
+    assert first.history.records == second.history.records
+    assert [event.to_json() for event in first.alerts] == [event.to_json() for event in second.alerts]
+    assert [score.score for score in first.scores] == [score.score for score in second.scores]
+
+
+def test_a_retrain_can_be_due_every_n_new_normal_windows() -> None:
+    config = _config(every_windows=300, fresh_share=1.0, min_interval_s=0)
+    series = _voltage(12_000, seed=7)
+    result = detect(_frame(series.values, series), Split(fraction=0.2), config, retrain=True)
+    assert result.history is not None
+    reasons = [record["reason"] for record in result.history.records if record["status"] != "rejected"]
+    assert any("new normal windows per stream" in reason for reason in reasons), reasons
+
+
 def test_policy_validation_names_the_setting() -> None:
     with pytest.raises(ValueError, match="fresh_share"):
         RetrainPolicy(fresh_share=0.0)
