@@ -21,7 +21,7 @@ from streamwatch.core.bootstrap import GroupModel, StreamSeries, train_group
 from streamwatch.core.engine import Engine, EngineOutput
 from streamwatch.core.model_history import MemoryHistory
 from streamwatch.core.reconstructor import Reconstructor
-from streamwatch.core.retraining import Lifecycle, run_job
+from streamwatch.core.retraining import Lifecycle, RetrainOutcome, run_job
 from streamwatch.io.sinks import JsonlSink
 from streamwatch.records import AlertEvent, FloatArray, WindowScore, iso_utc, parse_iso_utc
 
@@ -177,7 +177,12 @@ def run_engine(frame: CsvFrame, cut: int, model: GroupModel, config: Streamwatch
 
 
 def run_with_retraining(
-    frame: CsvFrame, cut: int, model: GroupModel, config: StreamwatchConfig
+    frame: CsvFrame,
+    cut: int,
+    model: GroupModel,
+    config: StreamwatchConfig,
+    *,
+    on_outcome: Callable[[RetrainOutcome], None] | None = None,
 ) -> DetectResult:
     """`run_engine` with the daemon's retraining lifecycle, in event time: the schedule, buffer, gate,
     threshold re-fit, swap and canaries decide as they would live; a retrain runs inline, so its model goes
@@ -212,15 +217,16 @@ def run_with_retraining(
         result.scores.extend(out.scores)
         result.alerts.extend(lifecycle.observe([block], out))
         for job in lifecycle.due():
-            lifecycle.complete(
-                run_job(
-                    job,
-                    factory=factory,
-                    plan=detector.training.plan(progress=False),
-                    gate=lifecycle.policy.gate,
-                    threshold=config.threshold_config(),
-                )
+            outcome = run_job(
+                job,
+                factory=factory,
+                plan=detector.training.plan(progress=False),
+                gate=lifecycle.policy.gate,
+                threshold=config.threshold_config(),
             )
+            if on_outcome is not None:
+                on_outcome(outcome)  # a test's chance to look at (or break) the challenger
+            lifecycle.complete(outcome)
     result.model = engine.model(FILE_GROUP) or model
     return result
 

@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from streamwatch.codecs import CsvFrame
 from streamwatch.config import parse_config
-from streamwatch.core.model_history import MemoryHistory
-from streamwatch.core.retraining import Lifecycle, run_job
+from streamwatch.core.retraining import RetrainOutcome
 from streamwatch.generate.inject import write_csv
 from streamwatch.generate.simulate import Series, simulate
-from streamwatch.offline import FILE_GROUP, reconstructor_factory
-from streamwatch.records import AlertEvent
+from streamwatch.offline import FILE_GROUP, Split, run_with_retraining, train_on_prefix
 
 START = 1_767_225_600.0
 
@@ -67,52 +66,26 @@ def test_detect_retrain_learns_a_lasting_change_the_frozen_model_keeps_paging_ab
 def test_a_conv_model_with_zeroed_weights_is_caught_by_the_canaries_and_rolled_back() -> None:
     import torch
 
+    # The gate is switched off so that the broken model does go live: the canaries must find it alone.
     config = parse_config({"retraining": {"gate": {"max_error_ratio": 1e9, "max_detection_drop": 1.0}}})
     series = simulate("grid_frequency", n=24_000, start=START, rng=np.random.default_rng(2))
-    from streamwatch.codecs import CsvFrame
-    from streamwatch.core.engine import Engine
-    from streamwatch.offline import Split, train_on_prefix
-
     frame = CsvFrame("g", series.timestamps, series.channels, series.values)
     model, cut = train_on_prefix(frame, Split(fraction=0.2), config, progress=False)
-    engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build())
-    engine.install(FILE_GROUP, model)
-    engine.warm_up("g", series.timestamps[:cut], series.values[:cut])
-    history = MemoryHistory()
-    history.adopt(FILE_GROUP, model)
-    detector = config.detector
-    lifecycle = Lifecycle(
-        engine,
-        config.retraining.policy(),
-        kind="conv",
-        threshold=config.threshold_config(),
-        plan=detector.training.plan(progress=False),
-        history=history,
-    )
-    lifecycle.buffer.seed("g", lifecycle.shape_of("g"), series.timestamps[:cut], series.values[:cut])
-    events: list[AlertEvent] = []
-    retrains = 0
-    for start in range(cut, len(series.timestamps), 256):
-        block = ("g", series.timestamps[start : start + 256], series.values[start : start + 256])
-        out = engine.process_array(*block)
-        events += lifecycle.observe([block], out)
-        for job in lifecycle.due():
-            outcome = run_job(
-                job,
-                factory=reconstructor_factory(detector),
-                plan=detector.training.plan(progress=False),
-                gate=lifecycle.policy.gate,
-                threshold=config.threshold_config(),
-            )
-            retrains += 1
-            if retrains == 1 and outcome.challenger is not None:
-                net = outcome.challenger.detector.reconstructor.net  # type: ignore[attr-defined]
-                with torch.no_grad():
-                    for parameter in net.parameters():
-                        parameter.zero_()
-            lifecycle.complete(outcome)
-    statuses = {record["version"]: record["status"] for record in history.records}
-    assert statuses.get("conv@2") == "rolled_back", history.records
-    degraded = [event for event in events if event.kind == "detector-degraded"]
+    retrains: list[RetrainOutcome] = []
+
+    def zero_the_first(outcome: RetrainOutcome) -> None:
+        retrains.append(outcome)
+        if len(retrains) == 1 and outcome.challenger is not None:
+            net = outcome.challenger.detector.reconstructor.net  # type: ignore[attr-defined]
+            with torch.no_grad():
+                for parameter in net.parameters():
+                    parameter.zero_()
+
+    result = run_with_retraining(frame, cut, model, config, on_outcome=zero_the_first)
+    assert result.history is not None and result.lifecycle is not None
+    statuses = {record["version"]: record["status"] for record in result.history.records}
+    assert statuses.get("conv@2") == "rolled_back", result.history.records
+    degraded = [event for event in result.alerts if event.kind == "detector-degraded"]
     assert [event.status for event in degraded] == ["firing", "resolved"]
     assert degraded[0].model_version == "conv@2"
+    assert result.lifecycle.stats[FILE_GROUP].rollbacks == 1

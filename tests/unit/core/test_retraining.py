@@ -26,7 +26,7 @@ from streamwatch.core.retraining import (
 from streamwatch.generate.inject import inject
 from streamwatch.generate.simulate import Series, simulate
 from streamwatch.models.pca import PcaReconstructor
-from streamwatch.offline import Split, detect, reconstructor_factory
+from streamwatch.offline import Split, detect, reconstructor_factory, run_with_retraining, train_on_prefix
 from streamwatch.records import AlertEvent, WindowScore
 
 START = 1_767_225_600.0
@@ -243,35 +243,28 @@ def test_a_broken_model_that_gets_live_is_caught_by_the_canaries_and_rolled_back
     # is switched off so that it does go live: the canaries must find it on their own.
     config = _config(gate={"max_error_ratio": 1e9, "max_detection_drop": 1.0})
     series = _voltage(40_000, seed=5)
-    lifecycle, engine, history = _lifecycle(config, series, 6000)
-    events: list[AlertEvent] = []
-    retrains = 0
-    for start in range(6000, 40_000, 256):
-        block = ("v", series.timestamps[start : start + 256], series.values[start : start + 256])
-        out = engine.process_array(*block)
-        events += lifecycle.observe([block], out)
-        for job in lifecycle.due():
-            outcome = run_job(
-                job,
-                factory=reconstructor_factory(config.detector),
-                plan=config.detector.training.plan(progress=False),
-                gate=lifecycle.policy.gate,
-                threshold=config.threshold_config(),
-            )
-            retrains += 1
-            if retrains == 2:
-                _zero_weights(outcome.challenger)
-            lifecycle.complete(outcome)
+    frame = _frame(series.values, series)
+    model, cut = train_on_prefix(frame, Split(fraction=0.15), config, progress=False)
+    retrains: list[RetrainOutcome] = []
+
+    def zero_the_second(outcome: RetrainOutcome) -> None:
+        retrains.append(outcome)
+        if len(retrains) == 2:
+            _zero_weights(outcome.challenger)
+
+    result = run_with_retraining(frame, cut, model, config, on_outcome=zero_the_second)
+    assert result.history is not None and result.lifecycle is not None
+    history = result.history
     broken = [record for record in history.records if record["status"] == "rolled_back"]
     assert [record["version"] for record in broken] == ["pca@3"], history.records
     restored = [record for record in history.records if record["restored_from"] is not None]
     assert [record["restored_from"] for record in restored] == ["pca@2"]
     assert "canaries" in restored[0]["reason"]
-    degraded = [event for event in events if event.kind == "detector-degraded"]
+    degraded = [event for event in result.alerts if event.kind == "detector-degraded"]
     assert [event.status for event in degraded] == ["firing", "resolved"]
-    assert degraded[0].model_version == "pca@3" and degraded[0].stream == "g"
+    assert degraded[0].model_version == "pca@3" and degraded[0].stream == "file"
     assert degraded[0].score < degraded[0].threshold
-    assert lifecycle.stats["g"].rollbacks == 1
+    assert result.lifecycle.stats["file"].rollbacks == 1
 
 
 def test_detect_retrain_is_deterministic_for_a_seed() -> None:
