@@ -76,6 +76,13 @@ class StreamSeries:
         """The contiguous segments, as (start, stop) row pairs."""
         return segment_bounds(self.breaks, 0, len(self.timestamps))
 
+    def rows(self, begin: int, end: int | None = None) -> StreamSeries:
+        """Rows [begin, end) (negative begin counts as 0), with the breaks that fall inside them."""
+        begin = max(0, begin)
+        end = len(self.timestamps) if end is None else end
+        inside = tuple(row - begin for row in self.breaks if begin < row < end)
+        return StreamSeries(self.channels, self.timestamps[begin:end], self.values[begin:end], inside)
+
 
 def segment_bounds(breaks: tuple[int, ...], begin: int, end: int) -> list[tuple[int, int]]:
     """The contiguous segments within rows [begin, end) of data that breaks at `breaks`."""

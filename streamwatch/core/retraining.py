@@ -197,10 +197,10 @@ class Lifecycle:
     install_on_accept: bool = True
     buffer: NormalBuffer = field(init=False)
     canaries: CanaryTracker = field(init=False)
-    stats: dict[str, GroupStats] = field(default_factory=dict)
-    _groups: dict[str, _Group] = field(default_factory=dict)
-    _in_flight: set[str] = field(default_factory=set)
-    _attempts: int = 0
+    stats: dict[str, GroupStats] = field(init=False, default_factory=dict)
+    _groups: dict[str, _Group] = field(init=False, default_factory=dict)
+    _in_flight: set[str] = field(init=False, default_factory=set)
+    _attempts: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.buffer = NormalBuffer(self.policy.buffer)
@@ -291,7 +291,8 @@ class Lifecycle:
         for stream in streams:
             series = self.buffer.series(stream)
             assert series is not None
-            train[stream], held_back[stream] = _split(series, self.policy.held_back_share)
+            cut = int(len(series.timestamps) * (1 - self.policy.held_back_share))
+            train[stream], held_back[stream] = series.rows(0, cut), series.rows(cut)
             self.buffer.mark_trained(stream)
         stats = self.stats[group]
         stats.attempted += 1
@@ -484,7 +485,7 @@ class Lifecycle:
             if series is None or self.buffer.in_new_normal(stream):
                 # A stream whose new normal is not learned yet has no normal data the live model knows.
                 continue
-            recent = _tail(series, _CANARY_RECENT_WINDOWS * model.spec.length)
+            recent = series.rows(len(series.timestamps) - _CANARY_RECENT_WINDOWS * model.spec.length)
             probes = draw_probes(
                 recent,
                 length=model.spec.length,
@@ -567,31 +568,3 @@ class Lifecycle:
     # -- state -------------------------------------------------------------------------------------------
     def drop(self, stream: str) -> None:
         self.buffer.drop(stream)
-
-
-def _split(series: StreamSeries, share: float) -> tuple[StreamSeries, StreamSeries]:
-    """The older part for training, the newest `share` held back."""
-    cut = int(len(series.timestamps) * (1 - share))
-    older = StreamSeries(
-        series.channels,
-        series.timestamps[:cut],
-        series.values[:cut],
-        tuple(row for row in series.breaks if row < cut),
-    )
-    newer = StreamSeries(
-        series.channels,
-        series.timestamps[cut:],
-        series.values[cut:],
-        tuple(row - cut for row in series.breaks if row > cut),
-    )
-    return older, newer
-
-
-def _tail(series: StreamSeries, rows: int) -> StreamSeries:
-    begin = max(0, len(series.timestamps) - rows)
-    return StreamSeries(
-        series.channels,
-        series.timestamps[begin:],
-        series.values[begin:],
-        tuple(row - begin for row in series.breaks if row > begin),
-    )

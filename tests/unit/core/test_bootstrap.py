@@ -1,8 +1,17 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streamwatch.core.bootstrap import StreamSeries, TrainingPlan, WindowShape, start_stream, train_group
+from streamwatch.core.bootstrap import (
+    StreamSeries,
+    TrainingPlan,
+    WindowShape,
+    segment_bounds,
+    start_stream,
+    train_group,
+)
 from streamwatch.core.reconstructor import Reconstructor
 from streamwatch.models.pca import PcaReconstructor
 
@@ -55,3 +64,22 @@ def test_a_short_history_keeps_enough_held_out_windows_to_calibrate() -> None:
     )
     assert len(model.initial_scores["s"]) >= 4
     assert np.isfinite(model.initial_scores["s"]).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(1, 60),
+    breaks=st.sets(st.integers(1, 59), max_size=6),
+    begin=st.integers(-5, 60),
+    end=st.integers(0, 60),
+)
+def test_row_ranges_keep_the_segments_that_fall_inside_them(
+    size: int, breaks: set[int], begin: int, end: int
+) -> None:
+    cuts = tuple(sorted(row for row in breaks if row < size))
+    series = StreamSeries(("v",), np.arange(size, dtype=np.float64), np.zeros((size, 1), np.float32), cuts)
+    part = series.rows(begin, end)
+    first = max(0, begin)
+    expected = [(a - first, b - first) for a, b in segment_bounds(cuts, first, max(first, min(end, size)))]
+    assert part.bounds() == expected
+    assert len(part.timestamps) == max(0, min(end, size) - first)
