@@ -24,7 +24,10 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("verb", ["run", "detect", "train", "generate", "check-config", "evaluate", "plot", "models"])
+VERBS = ["run", "detect", "train", "generate", "check-config", "evaluate", "plot", "models"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
 def test_every_verb_has_help(verb: str, tmp_path: Path) -> None:
     result = _cli(verb, "--help", cwd=tmp_path)
     assert result.returncode == 0
