@@ -228,9 +228,12 @@ class Daemon:
         )
         first = min(float(item.timestamps[0]) for item in series.values())
         last = max(float(item.timestamps[-1]) for item in series.values())
-        self.registry.accept(
-            group, model, trained_at=last, data_span=(first, last), validation={}, reason="first model"
-        )
+        try:
+            self.registry.accept(
+                group, model, trained_at=last, data_span=(first, last), validation={}, reason="first model"
+            )
+        except OSError as error:  # scoring matters more than remembering: go on, and say what is lost
+            log.error("group %s: %s not saved (%s); a restart will train anew", group, version, error)
         log.info(
             "%s: %d epochs in %.1fs",
             version,
