@@ -28,8 +28,8 @@ SERVICE_ADDRESS_ENV: dict[str, str] = {
 # What to put in the variable, shown in the skip reason.
 SERVICE_ADDRESS_HINT: dict[str, str] = {
     "kafka": "host:port (e.g. from deploy/dev-kafka start)",
-    "influx": "url",
-    "alertmanager": "url",
+    "influx": "url (e.g. from deploy/dev-influxdb start)",
+    "alertmanager": "url (e.g. from deploy/dev-alertmanager start)",
 }
 REQUIRE_SERVICES_ENV = "STREAMWATCH_REQUIRE_SERVICES"
 TOPIC_READY_TIMEOUT_MS = 10_000
@@ -132,6 +132,25 @@ def kafka_bootstrap() -> str:
     address = service_address("kafka")
     if address is None:
         pytest.skip(missing_service_reason("kafka"))
+    return address
+
+
+@pytest.fixture(scope="session")
+def alertmanager_url() -> str:
+    """URL of the test Alertmanager (``STREAMWATCH_TEST_ALERTMANAGER``); skips the test when unset."""
+    return _service_or_skip("alertmanager").rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def influx_url() -> str:
+    """URL of the test InfluxDB (``STREAMWATCH_TEST_INFLUX``); skips the test when unset."""
+    return _service_or_skip("influx").rstrip("/")
+
+
+def _service_or_skip(service: str) -> str:
+    address = service_address(service)
+    if address is None:
+        pytest.skip(missing_service_reason(service))
     return address
 
 
