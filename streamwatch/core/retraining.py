@@ -213,11 +213,16 @@ class Lifecycle:
             if self.engine.has_stream(stream) and len(timestamps):
                 self.buffer.add(stream, self.shape_of(stream), timestamps, values)
         self.buffer.judge(out.scores, out.alerts, out.alert_windows)
-        touched: set[str] = set()
+        # Per stream first, then per group: a batch holds thousands of windows but few streams.
+        spans: dict[str, tuple[float, float]] = {}
         for verdict in out.scores:
-            group = self.engine.group_of(verdict.stream)
-            state = self._watch(group, verdict.end)
-            state.now = max(state.now, verdict.end)
+            first, last = spans.get(verdict.stream, (verdict.end, verdict.end))
+            spans[verdict.stream] = (min(first, verdict.end), max(last, verdict.end))
+        touched: set[str] = set()
+        for stream, (first, last) in spans.items():
+            group = self.engine.group_of(stream)
+            state = self._watch(group, first)
+            state.now = max(state.now, last)
             touched.add(group)
         events: list[AlertEvent] = []
         if self.policy.canaries.enabled:
