@@ -166,9 +166,7 @@ def detect_with_model(
 
 def run_engine(frame: CsvFrame, cut: int, model: GroupModel, config: StreamwatchConfig) -> DetectResult:
     """The daemon's engine over rows from `cut` on, with the rows before it warming the windows up."""
-    engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build())
-    engine.install(FILE_GROUP, model)
-    engine.warm_up(frame.stream, frame.timestamps[:cut], frame.values[:cut])
+    engine = _warmed_engine(frame, cut, model, config)
     result = DetectResult(model, [], [], cut, len(frame.timestamps) - cut)
     for out in _run_in_chunks(engine, frame.stream, frame.timestamps[cut:], frame.values[cut:]):
         result.alerts.extend(out.alerts)
@@ -187,9 +185,7 @@ def run_with_retraining(
     """`run_engine` with the daemon's retraining lifecycle, in event time: the schedule, buffer, gate,
     threshold re-fit, swap and canaries decide as they would live; a retrain runs inline, so its model goes
     live at the next step instead of after its training time. Deterministic for a given seed."""
-    engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build())
-    engine.install(FILE_GROUP, model)
-    engine.warm_up(frame.stream, frame.timestamps[:cut], frame.values[:cut])
+    engine = _warmed_engine(frame, cut, model, config)
     history = MemoryHistory()
     history.adopt(FILE_GROUP, model)
     detector = config.detector
@@ -229,6 +225,14 @@ def run_with_retraining(
             lifecycle.complete(outcome)
     result.model = engine.model(FILE_GROUP) or model
     return result
+
+
+def _warmed_engine(frame: CsvFrame, cut: int, model: GroupModel, config: StreamwatchConfig) -> Engine:
+    """The daemon's engine, the file's stream live under `model`, windows warmed by rows before `cut`."""
+    engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build())
+    engine.install(FILE_GROUP, model)
+    engine.warm_up(frame.stream, frame.timestamps[:cut], frame.values[:cut])
+    return engine
 
 
 def _run_in_chunks(
