@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from streamwatch.codecs import DecodeError
     from streamwatch.generate.inject import Label
     from streamwatch.generate.simulate import Series
+    from streamwatch.io.sinks import Sink
 
 log = logging.getLogger("streamwatch")
 
@@ -481,16 +482,23 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamwatch.io.sinks import DeadLetterFile, JsonlSink, Sink, StreamSink
+    import prometheus_client
+
+    from streamwatch.service.outputs import build_outputs
 
     config = _config(args.config)
-    sinks: list[Sink] = []
-    for item in config.sinks:
-        if item.kind == "stdout":
-            sinks.append(StreamSink(include_quality=item.include_quality))
-        elif item.kind == "jsonl":
-            sinks.append(JsonlSink(item.path, include_quality=item.include_quality))
-        # Kafka sinks are written by the Kafka daemon inside its transactions.
+    outputs = build_outputs(config, metrics=prometheus_client.REGISTRY)
+    try:
+        return _run_daemon(args, config, outputs.sinks)
+    finally:
+        outputs.close()
+
+
+def _run_daemon(args: argparse.Namespace, config: StreamwatchConfig, sinks: list[Sink]) -> int:
+    import prometheus_client
+
+    from streamwatch.io.sinks import DeadLetterFile
+
     dead_letter = DeadLetterFile(config.dead_letter.path) if config.dead_letter.kind == "jsonl" else None
     stop = threading.Event()
 
@@ -500,8 +508,6 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    import prometheus_client
-
     if config.source.kind == "kafka":
         from streamwatch.kafka.clients import KafkaSetupError
         from streamwatch.service.kafka_daemon import KafkaDaemon

@@ -353,7 +353,174 @@ class KafkaDeadLetterConfig(_Strict):
     topic: str = Field(default="streamwatch.deadletter", min_length=1)
 
 
-SinkConfig = Annotated[StdoutSinkConfig | JsonlSinkConfig | KafkaSinkConfig, Field(discriminator="kind")]
+class SecretConfig(_Strict):
+    """Where a secret is read from when the sink is built: an environment variable or a file (systemd's
+    LoadCredential= puts it under $CREDENTIALS_DIRECTORY). Never the secret itself: the YAML is not secret."""
+
+    env: str | None = Field(default=None, min_length=1)
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretConfig:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env (a variable name) and file (a path)")
+        return self
+
+
+class AlertmanagerSinkConfig(_Strict):
+    """Alerts to Prometheus Alertmanager's v2 API, the way Prometheus sends them: every alert to each URL
+    (an HA pair gets both), active alerts re-sent every `resend_interval_s`."""
+
+    kind: Literal["alertmanager"] = "alertmanager"
+    urls: tuple[str, ...] = Field(min_length=1)
+    alertname: str = Field(default="StreamwatchAnomaly", min_length=1)
+    # Static labels on every alert, e.g. {team: grid, env: prod}.
+    labels: dict[str, str] = Field(default_factory=dict)
+    # Link in each alert back to where it came from (e.g. a Grafana dashboard of the stream); {stream} (URL
+    # encoded), {alert_id} and {host} (the daemon's host name) are filled in.
+    generator_url: str = "streamwatch://{host}/streams/{stream}?alert_id={alert_id}"
+    resend_interval_s: float = Field(default=60.0, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Bearer token for an Alertmanager behind an authenticating proxy.
+    bearer_token: SecretConfig | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            _check_http_url(url)
+        bases = tuple(url.rstrip("/") for url in urls)
+        if len(set(bases)) != len(bases):
+            raise ValueError("an Alertmanager URL is listed twice")
+        return bases
+
+    @field_validator("generator_url")
+    @classmethod
+    def _uri_template(cls, template: str) -> str:
+        # Alertmanager refuses an alert whose generatorURL is not a URI (HTTP 422), so a bad template is
+        # caught here rather than at the first alert.
+        try:
+            url = template.format(stream="a%2Fb", alert_id="0123456789abcdef", host="host")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"use only {{stream}}, {{alert_id}} and {{host}} as placeholders ({error})"
+            ) from None
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]+", url):
+            raise ValueError(
+                f"{template!r} is not a URI template (like https://grafana.example/d/x?stream={{stream}})"
+            )
+        return template
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in labels:
+            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+                raise ValueError(
+                    f"{name!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting __)"
+                )
+        reserved = set(labels) & {"alertname", "stream", "group", "severity", "alert_id"}
+        if reserved:
+            raise ValueError(f"{', '.join(sorted(reserved))} are set by streamwatch; remove them from labels")
+        return labels
+
+
+class WebhookSinkConfig(_Strict):
+    """Alert events POSTed to one URL as JSON (the alert contract), signed, retried, in order per stream."""
+
+    kind: Literal["webhook"] = "webhook"
+    url: str
+    # Only these events (globs on the stream id; severity and status names); empty = all.
+    streams: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    statuses: tuple[Literal["firing", "resolved"], ...] = ()
+    # HMAC-SHA256 key for the X-Streamwatch-Signature header; None sends unsigned requests.
+    secret: SecretConfig | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        _check_http_url(url)
+        return url
+
+
+class InfluxSinkConfig(_Strict):
+    """Scores, thresholds, alert states and detector health to InfluxDB (1.8 through its v2 API, 2.x, 3.x),
+    batched and buffered through outages."""
+
+    kind: Literal["influxdb"] = "influxdb"
+    url: str = "http://127.0.0.1:8086"
+    # 2.x/3.x: the organisation (3.x ignores it); 1.8: "-".
+    org: str = Field(default="-", min_length=1)
+    # 2.x: the bucket; 3.x: the database; 1.8: "database/retention_policy", e.g. streamwatch/autogen.
+    bucket: str = Field(default="streamwatch", min_length=1)
+    # API token (1.8: "user:password", or none with auth off).
+    token: SecretConfig | None = None
+    # Write every scored window (the score and threshold series); false writes alerts and health only.
+    scores: bool = True
+    batch_points: int = Field(default=5000, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    # Points held while InfluxDB is unreachable; beyond this the oldest are dropped (and counted).
+    buffer_points: int = Field(default=1_000_000, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Seconds `close` waits for the buffer to drain before counting the rest as dropped.
+    close_timeout_s: float = Field(default=10.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        _check_http_url(url)
+        return url.rstrip("/")
+
+
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def _check_http_url(url: str) -> None:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+
+
+class RetryConfig(_Strict):
+    """Redelivery of webhook and Alertmanager requests: exponential backoff with full jitter."""
+
+    initial_s: float = Field(default=1.0, gt=0)
+    max_s: float = Field(default=300.0, gt=0)
+    # An event still undelivered this long after it was queued goes to the dead-letter file.
+    give_up_after_s: float = Field(default=24 * 3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) must be at least initial_s ({self.initial_s})")
+        return self
+
+
+class DeliveryConfig(_Strict):
+    """The persistent outbox behind the webhook and Alertmanager sinks."""
+
+    # Outbox database: events wait here (surviving restarts) until every receiver has them.
+    dir: Path = Path("streamwatch-outbox")
+    # Events that exhausted their retries, with the receiver and the last error.
+    dead_letter: Path = Path("streamwatch-undelivered.jsonl")
+    retry: RetryConfig = RetryConfig()
+    # Delivered idempotency keys are remembered this long, so a replayed event is not sent twice.
+    remember_delivered_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # At shutdown, how long receivers that answer get to take what is due; the rest waits for the next start.
+    close_timeout_s: float = Field(default=5.0, ge=0)
+
+
+SinkConfig = Annotated[
+    StdoutSinkConfig
+    | JsonlSinkConfig
+    | KafkaSinkConfig
+    | AlertmanagerSinkConfig
+    | WebhookSinkConfig
+    | InfluxSinkConfig,
+    Field(discriminator="kind"),
+]
 DeadLetterConfig = Annotated[JsonlSinkConfig | KafkaDeadLetterConfig, Field(discriminator="kind")]
 
 
@@ -375,7 +542,7 @@ class StreamwatchConfig(_Strict):
     dead_letter: DeadLetterConfig = JsonlSinkConfig(path=Path("streamwatch-deadletter.jsonl"))
     kafka: KafkaConfig = KafkaConfig()
     retraining: RetrainingConfig = RetrainingConfig()
-    scores_path: Path | None = None
+    delivery: DeliveryConfig = DeliveryConfig()
 
     @field_validator("dead_letter", mode="before")
     @classmethod
@@ -392,6 +559,24 @@ class StreamwatchConfig(_Strict):
 
     def threshold_config(self) -> ThresholdConfig:
         return threshold_from_dict(self.threshold)
+
+    @model_validator(mode="after")
+    def _distinct_receivers(self) -> StreamwatchConfig:
+        # The outbox keys queued events by receiver URL, so one URL in two sinks would share (and split) a
+        # queue.
+        urls: list[str] = []
+        for sink in self.sinks:
+            if sink.kind == "webhook":
+                urls.append(sink.url)
+            elif sink.kind == "alertmanager":
+                urls.extend(sink.urls)
+        repeated = sorted({url for url in urls if urls.count(url) > 1})
+        if repeated:
+            raise ValueError(
+                f"{', '.join(repeated)} appears in more than one sink; give each receiver URL once "
+                "(one webhook sink per URL, with its filters)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kafka_outputs_with_kafka_source(self) -> StreamwatchConfig:
@@ -461,7 +646,7 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-_UNION_TAGS = ("simulate", "file", "kafka", "stdout", "jsonl")
+_UNION_TAGS = ("simulate", "file", "kafka", "stdout", "jsonl", "alertmanager", "webhook", "influxdb")
 
 
 def _yaml_path(loc: tuple[int | str, ...]) -> str:

@@ -174,6 +174,28 @@ class AlertMachine:
         """
         return None if self._candidate is None else self._candidate.first_source
 
+    def open_alert(self, model_version: str, now: float) -> AlertEvent | None:
+        """The firing alert as its last `firing` event said it (None unless firing): what a daemon taking
+        the stream over tells receivers that hold alerts as state, so they keep seeing it."""
+        if not self._firing:
+            return None
+        candidate = self._current()
+        peak = candidate.peak
+        return AlertEvent(
+            alert_id=alert_id_for(self.stream, candidate.start),
+            stream=self.stream,
+            status="firing",
+            severity=self.config.severities[self._level].name,
+            window_start=candidate.start,
+            window_end=self._last_exceed_end,
+            score=peak.score,
+            threshold=peak.threshold,
+            model_version=model_version,
+            channels=dict(peak.shares),
+            detected_at=now,
+            source=candidate.first_source,
+        )
+
     # -- the transition function -----------------------------------------------------------------------
     def step(self, score: WindowScore, now: float) -> list[AlertEvent]:
         """Advance by one scored window; `now` only stamps detected_at (event time offline, wall clock live).

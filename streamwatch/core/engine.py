@@ -122,6 +122,18 @@ class Engine:
         """Forget a stream (its partition moved to another daemon, which restores it from the changelog)."""
         self._streams.pop(stream, None)
 
+    def open_alerts(self, streams: Iterable[str], now: float) -> list[AlertEvent]:
+        """The firing alerts of these streams (see AlertMachine.open_alert)."""
+        found = []
+        for stream in streams:
+            state = self._streams.get(stream)
+            model = None if state is None else self._models.get(state.group)
+            if state is not None and model is not None:
+                alert = state.alerts.open_alert(model.version, now)
+                if alert is not None:
+                    found.append(alert)
+        return found
+
     def has_stream(self, stream: str) -> bool:
         return stream in self._streams
 

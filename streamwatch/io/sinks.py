@@ -1,25 +1,68 @@
-"""Where alert events go: stdout, a JSONL file, memory (tests), and the dead-letter file.
+"""Where alert events go: stdout, a JSONL file, memory (tests), and the dead-letter file; the seam every sink
+(webhooks, Alertmanager, InfluxDB) plugs into.
 
-Every sink takes a batch at a time, so transactional sinks (Kafka, later) fit the same seam.
+Every sink takes a batch at a time: the alert and data-quality events and the window scores one engine step
+produced. Sinks that only want events ignore the scores.
 """
 
 from __future__ import annotations
 
 import base64
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, runtime_checkable
 
 import orjson
 
-from streamwatch.records import AlertEvent, DataQualityEvent, SourcePosition
+from streamwatch.records import AlertEvent, DataQualityEvent, SourcePosition, WindowScore
 
 
 class Sink(Protocol):
-    def emit(self, alerts: Sequence[AlertEvent], quality: Sequence[DataQualityEvent]) -> None: ...
+    def emit(
+        self,
+        alerts: Sequence[AlertEvent],
+        quality: Sequence[DataQualityEvent],
+        scores: Sequence[WindowScore] = (),
+    ) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AlertStateSink(Protocol):
+    """A sink whose receiver holds alerts as state and must keep being told about firing ones
+    (Alertmanager). The daemons tell it which streams' alerts it speaks for: none of the old ones at start
+    (stream state, where it survives, is restored and adopted), streams taken over and streams handed on."""
+
+    def adopt(self, firing: Iterable[AlertEvent]) -> None: ...
+
+    def release(self, streams: Iterable[str]) -> None: ...
+
+    def release_all(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroupHealth:
+    """How one model group's detector is doing, as the retraining lifecycle sees it (event time `at`)."""
+
+    group: str
+    version: str
+    at: float
+    canary_hit_rate: float | None
+    seconds_since_retrain: float | None
+    degraded: bool
+    retrains_accepted: int
+    retrains_rejected: int
+    rollbacks: int
+
+
+@runtime_checkable
+class HealthSink(Protocol):
+    """A sink that also records detector health (InfluxDB); the daemons hand it figures periodically."""
+
+    def health(self, figures: Sequence[GroupHealth]) -> None: ...
 
 
 def _line(body: dict[str, Any]) -> bytes:
@@ -40,7 +83,12 @@ class StreamSink:
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._include_quality = include_quality
 
-    def emit(self, alerts: Sequence[AlertEvent], quality: Sequence[DataQualityEvent]) -> None:
+    def emit(
+        self,
+        alerts: Sequence[AlertEvent],
+        quality: Sequence[DataQualityEvent],
+        scores: Sequence[WindowScore] = (),
+    ) -> None:
         payload = _lines(alerts, quality, self._include_quality)
         if payload:
             self._stream.write(payload)
@@ -59,7 +107,12 @@ class JsonlSink:
         self._file = path.open("ab")
         self._include_quality = include_quality
 
-    def emit(self, alerts: Sequence[AlertEvent], quality: Sequence[DataQualityEvent]) -> None:
+    def emit(
+        self,
+        alerts: Sequence[AlertEvent],
+        quality: Sequence[DataQualityEvent],
+        scores: Sequence[WindowScore] = (),
+    ) -> None:
         payload = _lines(alerts, quality, self._include_quality)
         if payload:
             self._file.write(payload)
@@ -72,14 +125,23 @@ class JsonlSink:
 class MemorySink:
     """Keeps everything in lists: the test sink, real code with the same contract as the others."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_scores: bool = False) -> None:
         self.alerts: list[AlertEvent] = []
         self.quality: list[DataQualityEvent] = []
+        self.scores: list[WindowScore] = []
         self.closed = False
+        self._keep_scores = keep_scores
 
-    def emit(self, alerts: Sequence[AlertEvent], quality: Sequence[DataQualityEvent]) -> None:
+    def emit(
+        self,
+        alerts: Sequence[AlertEvent],
+        quality: Sequence[DataQualityEvent],
+        scores: Sequence[WindowScore] = (),
+    ) -> None:
         self.alerts.extend(alerts)
         self.quality.extend(quality)
+        if self._keep_scores:
+            self.scores.extend(scores)
 
     def close(self) -> None:
         self.closed = True

@@ -21,12 +21,12 @@ from streamwatch.config import SimulatedStreamConfig, StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, start_stream, train_group
 from streamwatch.core.engine import Engine, EngineOutput
 from streamwatch.io.simulate import Chunk, SimulatedSource
-from streamwatch.io.sinks import DeadLetterFile, Sink
+from streamwatch.io.sinks import AlertStateSink, DeadLetterFile, Sink
 from streamwatch.models.registry import ModelRegistry
 from streamwatch.offline import reconstructor_factory
 from streamwatch.records import AlertEvent, FloatArray, iso_utc
 from streamwatch.service.background import Background
-from streamwatch.service.metrics import LifecycleCollector
+from streamwatch.service.metrics import HealthReporter, LifecycleCollector
 from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
 
 log = logging.getLogger("streamwatch.daemon")
@@ -85,6 +85,7 @@ class Daemon:
         self._registry_checked_at = -_REGISTRY_POLL_S
         if metrics is not None:
             metrics.register(LifecycleCollector(self.lifecycle))
+        self._health = HealthReporter(self.lifecycle, sinks)
         self.stats = DaemonStats()
 
     def run(self, stop: threading.Event) -> None:
@@ -94,6 +95,10 @@ class Daemon:
                 f"the daemon's {source_config.kind!r} source arrives with Kafka support; use simulate"
             )
         source = SimulatedSource(source_config, wall_start=self._clock())
+        # Stream state starts afresh here: alerts a receiver holds from the last run are not spoken for.
+        for sink in self._sinks:
+            if isinstance(sink, AlertStateSink):
+                sink.release_all()
         log.info(
             "started: %d simulated streams at %gx speed", len(source_config.streams), source_config.speed
         )
@@ -138,6 +143,7 @@ class Daemon:
             self._emit(out, self.lifecycle.observe(ready, out))
         self._retrainer.step()
         self._follow_registry()
+        self._health.step(self._clock())
         for group, stats in self.lifecycle.stats.items():
             self.stats.models[group] = stats.version
 
@@ -250,6 +256,6 @@ class Daemon:
             self.stats.rejected += 1
             raw = repr(dict(rejection.sample.values)).encode()
             self._dead_letter.put(raw, rejection.reason, rejection.source)
-        if alerts or out.quality:
+        if alerts or out.quality or out.scores:
             for sink in self._sinks:
-                sink.emit(alerts, out.quality)
+                sink.emit(alerts, out.quality, out.scores)

@@ -34,7 +34,7 @@ from streamwatch.core.bootstrap import GroupModel, StreamSeries, StreamStart, st
 from streamwatch.core.engine import Engine, EngineOutput
 from streamwatch.core.onboarding import ChannelMismatchError, Onboarding
 from streamwatch.core.profile import StreamProfile
-from streamwatch.io.sinks import DeadLetterFile, Sink
+from streamwatch.io.sinks import AlertStateSink, DeadLetterFile, Sink
 from streamwatch.kafka import changelog, clients, topics, wire
 from streamwatch.kafka.batch import BatchDecoder, DecodedBatch, StreamRows, align
 from streamwatch.kafka.model_history import ModelsTopicHistory
@@ -42,7 +42,7 @@ from streamwatch.kafka.models_topic import ModelsTopic, Publication, version_num
 from streamwatch.offline import reconstructor_factory
 from streamwatch.records import SourcePosition
 from streamwatch.service.background import Background
-from streamwatch.service.metrics import LifecycleCollector
+from streamwatch.service.metrics import HealthReporter, LifecycleCollector
 from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
 
 log = logging.getLogger("streamwatch.kafka")
@@ -143,6 +143,7 @@ class KafkaDaemon:
         self._exactly_once = self._source.delivery == "exactly_once"
         self._alert_topics = [sink.topic for sink in config.sinks if sink.kind == "kafka"]
         self._local_sinks = sinks
+        self._alert_state_sinks = [sink for sink in sinks if isinstance(sink, AlertStateSink)]
         self._dead_letter_topic = config.dead_letter.topic if config.dead_letter.kind == "kafka" else None
         self._dead_letter_file = dead_letter_file
         self._clock = clock
@@ -171,6 +172,7 @@ class KafkaDaemon:
         self._retrainer = Retrainer(self.lifecycle, config, self._executor)
         if metrics is not None:
             metrics.register(LifecycleCollector(self.lifecycle))
+        self._health = HealthReporter(self.lifecycle, sinks)
         # Per stream, when (monotonic) its recent-normal buffer last went to the changelog.
         self._buffer_saved: dict[str, float] = {}
         self._oversized_buffers: set[str] = set()
@@ -191,6 +193,8 @@ class KafkaDaemon:
     # -- lifecycle ---------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
+        for sink in self._alert_state_sinks:
+            sink.release_all()
         try:
             self._connect(stop)
             while not stop.is_set():
@@ -359,9 +363,13 @@ class KafkaDaemon:
             return
         result = self._apply(self._decoder.decode(batch))
         result.offsets = self._commit_points()
-        self._commit(result)
+        # Local sinks first: the outbox behind webhooks and Alertmanager then holds the batch's events before
+        # its offsets commit, so a crash in between repeats them (dropped there by idempotency key) rather
+        # than losing them.
         self._emit_locally(result)
+        self._commit(result)
         self._schedule_jobs()
+        self._health.step(self._clock())
 
     def _apply(self, decoded: DecodedBatch) -> _BatchResult:
         self.stats.batches += 1
@@ -614,9 +622,10 @@ class KafkaDaemon:
         )
 
     def _emit_locally(self, result: _BatchResult) -> None:
-        if result.out.alerts or result.out.quality:
+        out = result.out
+        if out.alerts or out.quality or out.scores:
             for sink in self._local_sinks:
-                sink.emit(result.out.alerts, result.out.quality)
+                sink.emit(out.alerts, out.quality, out.scores)
         if self._dead_letter_file is not None:
             for record, reason in result.rejected:
                 source = SourcePosition(record.topic, record.partition, record.offset)
@@ -659,6 +668,8 @@ class KafkaDaemon:
             del self._origin[stream]
         for tp in revoked:
             self._processed.pop(tp, None)
+        for sink in self._alert_state_sinks:
+            sink.release(gone)
         self._carry = [block for block in self._carry if block[0] not in gone]
         self._dirty_profiles.difference_update(gone)
         if revoked:
@@ -685,10 +696,16 @@ class KafkaDaemon:
         self._processed.update(restored.processed)
         for tp, offset in committed.items():
             self._resume_at(tp, offset)
-        count = 0
-        for stream, entry in restored.streams.items():
-            if entry.state is not None and self._restore_stream(stream, entry):
-                count += 1
+        back = [
+            stream
+            for stream, entry in restored.streams.items()
+            if entry.state is not None and self._restore_stream(stream, entry)
+        ]
+        count = len(back)
+        if self._alert_state_sinks:
+            firing = self._engine.open_alerts(back, self._clock())
+            for sink in self._alert_state_sinks:
+                sink.adopt(firing)
         self.stats.restored_streams += count
         log.info(
             "claimed %d partitions: %d streams restored from %d changelog records",

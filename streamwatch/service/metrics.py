@@ -7,12 +7,58 @@ injected registry (prometheus_client's default one only where the caller passes 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamwatch.core.retraining import Lifecycle
+from streamwatch.io.sinks import GroupHealth, HealthSink, Sink
+
+# How often (daemon clock seconds) detector health goes to the sinks that record it.
+HEALTH_EVERY_S = 60.0
+
+
+def health_figures(lifecycle: Lifecycle, at: float) -> list[GroupHealth]:
+    """The lifecycle's per-group figures as sinks record them: the same ones the collector serves."""
+    figures = []
+    for group, stats in sorted(lifecycle.stats.items()):
+        eyesight = lifecycle.canaries.group(group)
+        figures.append(
+            GroupHealth(
+                group=group,
+                version=stats.version,
+                at=at,
+                canary_hit_rate=None if eyesight is None else eyesight.rate,
+                seconds_since_retrain=lifecycle.seconds_since_retrain(group),
+                degraded=lifecycle.is_degraded(group),
+                retrains_accepted=stats.accepted,
+                retrains_rejected=stats.rejected,
+                rollbacks=stats.rollbacks,
+            )
+        )
+    return figures
+
+
+class HealthReporter:
+    """Hands detector health to the sinks that record it, every HEALTH_EVERY_S of the daemon's clock."""
+
+    def __init__(
+        self, lifecycle: Lifecycle, sinks: Sequence[Sink], *, every_s: float = HEALTH_EVERY_S
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._sinks = [sink for sink in sinks if isinstance(sink, HealthSink)]
+        self._every_s = every_s
+        self._last: float | None = None
+
+    def step(self, now: float) -> None:
+        if not self._sinks or (self._last is not None and now - self._last < self._every_s):
+            return
+        self._last = now
+        figures = health_figures(self._lifecycle, now)
+        if figures:
+            for sink in self._sinks:
+                sink.health(figures)
 
 
 class LifecycleCollector(Collector):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,14 +82,32 @@ def test_check_config_names_key_and_fix(tmp_path: Path) -> None:
     assert good.returncode == 0 and "ok" in good.stdout
 
 
+def test_a_secret_that_cannot_be_read_stops_the_start_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "hook.yaml"
+    config.write_text(
+        "sinks:\n  - kind: webhook\n    url: http://127.0.0.1:9/hook\n"
+        "    secret: {env: STREAMWATCH_TEST_NO_SUCH_SECRET}\n"
+    )
+    result = _cli("run", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    expected = "sinks[0].secret.env: environment variable STREAMWATCH_TEST_NO_SUCH_SECRET is not set"
+    assert expected in result.stderr
+
+
 @pytest.mark.slow
 def test_daemon_on_embedded_default_alerts_and_stops_cleanly(tmp_path: Path) -> None:
+    """With a webhook whose receiver is down beside the local sinks: scoring and alerting go on, and the
+    events wait in the outbox."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
     config = tmp_path / "demo.yaml"
     config.write_text(
         "source:\n  kind: simulate\n  speed: 120\n  history_samples: 3000\n  streams:\n"
         "    - {id: pmu-1/frequency, domain: grid_frequency, anomalies_per_hour: 6}\n"
         "detector:\n  training: {bootstrap_samples: 2500, max_seconds: 30}\n"
         "sinks:\n  - kind: stdout\n  - {kind: jsonl, path: alerts.jsonl}\n"
+        f"  - {{kind: webhook, url: 'http://127.0.0.1:{dead_port}/hook'}}\n"
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "streamwatch.cli", "run", "-c", str(config)],
@@ -110,6 +130,10 @@ def test_daemon_on_embedded_default_alerts_and_stops_cleanly(tmp_path: Path) -> 
         jsonschema.validate(event, alert_event_schema())
     assert '"alert_id"' in stdout
     assert "received SIGTERM" in stderr and "stopped:" in stderr
+    assert "delivery failed, retrying with backoff" in stderr
+    with sqlite3.connect(tmp_path / "streamwatch-outbox" / "outbox.sqlite3") as outbox:
+        [(waiting,)] = outbox.execute("SELECT COUNT(*) FROM events WHERE delivered_at IS NULL").fetchall()
+    assert waiting == len(events)
 
 
 @pytest.mark.slow

@@ -10,18 +10,15 @@ back to a Flux query.
 from __future__ import annotations
 
 import json
-import queue
-import threading
-import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from http_receiver import Receiver, Request
 
 
 def _get(url: str) -> Any:
@@ -37,36 +34,17 @@ def _post(url: str, body: Any) -> None:
         assert response.status == 200
 
 
-class _Receiver(ThreadingHTTPServer):
-    """A loopback webhook receiver that queues every notification body."""
+def _notification(receiver: Receiver, alertname: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
+    def matching(requests: list[Request]) -> list[dict[str, Any]]:
+        bodies = [request.json() for request in requests]
+        return [
+            body
+            for body in bodies
+            if body.get("status") == status and body.get("commonLabels", {}).get("alertname") == alertname
+        ]
 
-    def __init__(self, port: int) -> None:
-        self.bodies: queue.Queue[dict[str, Any]] = queue.Queue()
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                received.put(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", port), Handler)
-
-
-def _notification(receiver: _Receiver, alertname: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            body = receiver.bodies.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if body.get("status") == status and body.get("commonLabels", {}).get("alertname") == alertname:
-            return body
-    raise AssertionError(f"no {status} notification for {alertname} within {timeout:.0f}s")
+    receiver.wait_until(lambda requests: bool(matching(requests)), timeout, f"{status} notification")
+    return matching(receiver.requests)[0]
 
 
 @pytest.mark.alertmanager
@@ -76,8 +54,7 @@ def test_dev_alertmanager_takes_alerts_and_notifies_firing_then_resolved(alertma
     assert port is not None
     route = yaml.safe_load(_get(f"{alertmanager_url}/api/v2/status")["config"]["original"])
     assert route["receivers"][0]["webhook_configs"][0]["send_resolved"] is True
-    receiver = _Receiver(port + 1)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = Receiver(port + 1)
     try:
         name = f"streamwatch-test-{uuid.uuid4().hex[:8]}"
         started = datetime.now(UTC)
@@ -95,8 +72,7 @@ def test_dev_alertmanager_takes_alerts_and_notifies_firing_then_resolved(alertma
         _post(f"{alertmanager_url}/api/v2/alerts", [ended])
         assert _notification(receiver, name, "resolved")["alerts"][0]["status"] == "resolved"
     finally:
-        receiver.shutdown()
-        receiver.server_close()
+        receiver.close()
 
 
 @pytest.mark.influx

@@ -15,10 +15,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import orjson
 import pytest
+from http_receiver import Receiver, Request
 from kafka_daemon_harness import (
     DaemonProcess,
     StreamData,
@@ -58,6 +60,11 @@ def data() -> list[StreamData]:
 @pytest.fixture(scope="module")
 def model(data: list[StreamData]) -> GroupModel:
     return train_model(data)
+
+
+def _body(request: Request) -> dict[str, Any]:
+    body: dict[str, Any] = request.json()
+    return body
 
 
 def _run_id() -> str:
@@ -295,12 +302,21 @@ def test_kill_9_at_any_point_neither_loses_nor_repeats_an_alert(
     delivery: str,
 ) -> None:
     """SIGKILL five times at random moments while records keep arriving (so kills land while polling,
-    scoring and committing), restarted half a second later each time, as systemd would."""
+    scoring and committing), restarted half a second later each time, as systemd would. A webhook receiver
+    on loopback gets every event too, through the outbox: each idempotency key, none lost."""
     run, topic = _prepare(kafka_bootstrap, model)
     group = f"streamwatch-{run}"
     records = messages(data, BATCH)
     producer = produce_in_background(kafka_bootstrap, topic, records, per_s=len(records) / 20)
-    extra = {"source": {"delivery": delivery}}
+    receiver = Receiver()
+    extra = {
+        "source": {"delivery": delivery},
+        "sinks": [
+            {"kind": "kafka", "topic": f"{run}.alerts"},
+            {"kind": "webhook", "url": f"{receiver.url}/hook"},
+        ],
+        "delivery": {"dir": str(tmp_path / "outbox"), "retry": {"initial_s": 0.1, "max_s": 1}},
+    }
     config = daemon_config(
         tmp_path / "c.yaml", kafka_bootstrap, run=run, topic=topic, instance="a", extra=extra
     )
@@ -335,6 +351,22 @@ def test_kill_9_at_any_point_neither_loses_nor_repeats_an_alert(
     else:
         # At least once: nothing lost; a repeat (a crash between delivering and committing) has the same id.
         assert set(events) == set(reference)
+    # Webhooks: the events went to the outbox before each commit, so a kill in between repeats them and the
+    # outbox drops the repeats; a kill after a POST but before it was marked sent repeats it with its key.
+    events_expected = len(set(reference))
+    receiver.wait_until(
+        lambda hooks: len({hook.headers["Idempotency-Key"] for hook in hooks}) >= events_expected,
+        timeout_s=60,
+        what="every event at the webhook",
+    )
+    receiver.close()
+    hooks = receiver.requests
+    delivered = sorted({(b["stream"], b["alert_id"], b["status"], b["severity"]) for b in map(_body, hooks)})
+    assert delivered == sorted(set(reference))
+    by_key: dict[str, bytes] = {}
+    for hook in hooks:
+        assert by_key.setdefault(hook.headers["Idempotency-Key"], hook.body) == hook.body
+    print(f"{delivery}: webhook requests {len(hooks)} for {len(by_key)} events")
     # Restarts resume within seconds (static membership, no session timeout to wait out).
     assert resumed_after and max(resumed_after) < 30, resumed_after
     print(f"{delivery}: resumed after restarts in {', '.join(f'{s:.1f}s' for s in resumed_after)}")

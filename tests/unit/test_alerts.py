@@ -374,3 +374,30 @@ def test_snapshot_restore_at_any_point_gives_the_same_remaining_events(
     assert restored.snapshot() == snapshot
     assert [event for _, event in feed(restored, items[split:], split)] == expected
     assert restored.snapshot() == uninterrupted.snapshot()
+
+
+@settings(max_examples=80, deadline=None)
+@given(scores=st.lists(st.sampled_from([0.2, 0.95, 1.5, 3.0]), min_size=1, max_size=60))
+def test_the_open_alert_is_the_last_firing_event_while_firing_and_survives_a_restore(
+    scores: list[float],
+) -> None:
+    """What a daemon taking a stream over re-announces: exactly the alert its last firing event described."""
+    machine = AlertMachine(STREAM, AlertConfig(for_windows=2, resolve_windows=3, cooldown_windows=2))
+    last_firing: AlertEvent | None = None
+    for item in windows_of(scores):
+        for event in machine.step(item, now=item.end):
+            last_firing = event if event.status == "firing" else None
+        restored = AlertMachine.restore(STREAM, machine.config, json.loads(json.dumps(machine.snapshot())))
+        for candidate in (machine, restored):
+            announced = candidate.open_alert("conv@1", now=T0)
+            if last_firing is None:
+                assert announced is None
+            else:
+                assert announced is not None
+                assert announced.alert_id == last_firing.alert_id
+                assert announced.severity == last_firing.severity
+                assert (announced.window_start, announced.score) == (
+                    last_firing.window_start,
+                    last_firing.score,
+                )
+                assert announced.status == "firing" and announced.window_end >= last_firing.window_end

@@ -16,7 +16,23 @@ def test_example_config_is_valid_and_is_the_embedded_default() -> None:
     assert config.source == StreamwatchConfig().source
     assert config.detector == StreamwatchConfig().detector
     assert config.retraining == StreamwatchConfig().retraining
+    assert config.delivery == StreamwatchConfig().delivery
     assert config.threshold_config().kind == "robust_z"
+
+
+def test_the_commented_sink_examples_are_valid_too() -> None:
+    """The example's commented-out sinks, uncommented, parse: the documentation cannot drift from the code."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#  - kind: alertmanager"))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#  "):
+            break
+        block.append(line[1:])
+    sinks = yaml.safe_load("\n".join(block))
+    assert [sink["kind"] for sink in sinks] == ["alertmanager", "webhook", "influxdb"]
+    config = parse_config({"sinks": sinks})
+    assert [sink.kind for sink in config.sinks] == ["alertmanager", "webhook", "influxdb"]
 
 
 def test_empty_mapping_gives_the_defaults() -> None:
@@ -40,6 +56,40 @@ def test_empty_mapping_gives_the_defaults() -> None:
         ),
         ({"source": {"kind": "carrier-pigeon"}}, "source: Input tag 'carrier-pigeon' found using 'kind'"),
         ({"sinks": [{"kind": "jsonl"}]}, "sinks.0.path: required key is missing"),
+        (
+            {"sinks": [{"kind": "webhook", "url": "hooks.example"}]},
+            "sinks.0.url: 'hooks.example' is not an http",
+        ),
+        (
+            {"sinks": [{"kind": "webhook", "url": "http://h", "secret": {}}]},
+            "sinks.0.secret: give exactly one of env",
+        ),
+        ({"sinks": [{"kind": "alertmanager"}]}, "sinks.0.urls: required key is missing"),
+        (
+            {"sinks": [{"kind": "alertmanager", "urls": ["http://am"], "generator_url": "grafana {stream}"}]},
+            "sinks.0.generator_url: 'grafana {stream}' is not a URI template",
+        ),
+        (
+            {"sinks": [{"kind": "alertmanager", "urls": ["http://am"], "generator_url": "http://g/{strem}"}]},
+            "use only {stream}, {alert_id} and {host}",
+        ),
+        (
+            {
+                "sinks": [
+                    {"kind": "webhook", "url": "http://h"},
+                    {"kind": "alertmanager", "urls": ["http://h"]},
+                ]
+            },
+            "http://h appears in more than one sink",
+        ),
+        (
+            {"delivery": {"retry": {"initial_s": 10, "max_s": 1}}},
+            "delivery.retry: max_s (1.0) must be at least",
+        ),
+        (
+            {"sinks": [{"kind": "influxdb", "buffer_points": 0}]},
+            "sinks.0.buffer_points: Input should be greater",
+        ),
     ],
 )
 def test_config_errors_name_the_key_and_the_fix(data: dict[str, object], expected: str) -> None:

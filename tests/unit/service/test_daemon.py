@@ -3,18 +3,20 @@ version, a rollback made from the CLI is picked up, and the lifecycle's figures 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from streamwatch.config import StreamwatchConfig, parse_config
-from streamwatch.io.sinks import DeadLetterFile, MemorySink
+from streamwatch.io.sinks import DeadLetterFile, GroupHealth, MemorySink
 from streamwatch.models.registry import ModelRegistry
 from streamwatch.service.daemon import Daemon
+from streamwatch.service.metrics import HEALTH_EVERY_S
 
 GROUP = "voltage"
 
@@ -66,10 +68,26 @@ def _run_until(daemon: Daemon, done: Callable[[], bool], timeout_s: float = 60.0
     assert done(), "the daemon did not get there in time"
 
 
-def _daemon(config: StreamwatchConfig, tmp_path: Path, metrics: CollectorRegistry | None = None) -> Daemon:
+class _HealthRecorder(MemorySink):
+    """A sink that also records detector health, as the InfluxDB sink does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: list[GroupHealth] = []
+
+    def health(self, figures: Sequence[GroupHealth]) -> None:
+        self.figures.extend(figures)
+
+
+def _daemon(
+    config: StreamwatchConfig,
+    tmp_path: Path,
+    metrics: CollectorRegistry | None = None,
+    sink: MemorySink | None = None,
+) -> Daemon:
     return Daemon(
         config,
-        sinks=[MemorySink()],
+        sinks=[sink or MemorySink()],
         dead_letter=DeadLetterFile(tmp_path / "dead.jsonl"),
         clock=_FastClock(),
         metrics=metrics,
@@ -79,9 +97,15 @@ def _daemon(config: StreamwatchConfig, tmp_path: Path, metrics: CollectorRegistr
 def test_retrains_go_live_in_the_background_and_a_restart_keeps_the_live_version(tmp_path: Path) -> None:
     config = _config(tmp_path)
     metrics = CollectorRegistry()
-    first = _daemon(config, tmp_path, metrics)
+    health = _HealthRecorder()
+    first = _daemon(config, tmp_path, metrics, health)
     registry = ModelRegistry(tmp_path / "models")
-    _run_until(first, lambda: GROUP in first.lifecycle.stats and first.lifecycle.stats[GROUP].accepted >= 1)
+    _run_until(
+        first,
+        lambda: GROUP in first.lifecycle.stats
+        and first.lifecycle.stats[GROUP].accepted >= 1
+        and any(figure.retrains_accepted for figure in health.figures),
+    )
     live = registry.live_version(GROUP)
     assert live is not None and live != "pca@1"
     assert first.stats.models[GROUP] == live
@@ -90,6 +114,12 @@ def test_retrains_go_live_in_the_background_and_a_restart_keeps_the_live_version
     assert metrics.get_sample_value("streamwatch_model_info", {"group": GROUP, "version": live}) == 1.0
     assert metrics.get_sample_value("streamwatch_seconds_since_retrain", {"group": GROUP}) is not None
     assert metrics.get_sample_value("streamwatch_detector_degraded", {"group": GROUP}) == 0.0
+    # The same figures went to the health sink, once per HEALTH_EVERY_S of the daemon's clock.
+    assert {figure.group for figure in health.figures} == {GROUP}
+    assert health.figures[0].version == "pca@1"
+    assert health.figures[-1].version in {record.version for record in registry.history(GROUP)} - {"pca@1"}
+    times = [figure.at for figure in health.figures]
+    assert all(later - earlier >= HEALTH_EVERY_S for earlier, later in itertools.pairwise(times))
 
     second = _daemon(config, tmp_path)
     _run_until(second, lambda: GROUP in second.stats.models)
