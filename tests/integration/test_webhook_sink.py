@@ -11,8 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 from http_receiver import Receiver, Request
+from simulated_daemon import FastClock, run_until, simulated_config
 
-from streamwatch.config import DeliveryConfig, RetryConfig, StreamwatchConfig, WebhookSinkConfig, parse_config
+from streamwatch.config import DeliveryConfig, RetryConfig, StreamwatchConfig, WebhookSinkConfig
 from streamwatch.core.alerts import alert_id_for
 from streamwatch.delivery.hub import DeliveryHub
 from streamwatch.delivery.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -152,41 +153,17 @@ def test_a_hung_receiver_holds_up_neither_scoring_nor_the_other_receivers(tmp_pa
 
 
 def _daemon_config(tmp_path: Path, url: str) -> StreamwatchConfig:
-    return parse_config(
-        {
-            "source": {
-                "kind": "simulate",
-                "history_samples": 3000,
-                "poll_interval_s": 0.01,
-                "streams": [{"id": "pmu/v", "domain": "voltage", "anomalies_per_hour": 6}],
-            },
-            "detector": {
-                "model": "pca",
-                "model_dir": str(tmp_path / "models"),
-                "training": {"bootstrap_samples": 2500},
-            },
-            "retraining": {"enabled": False},
-            "sinks": [{"kind": "webhook", "url": url, "secret": {"file": str(tmp_path / "secret")}}],
-            "delivery": {
-                "dir": str(tmp_path / "outbox"),
-                "dead_letter": str(tmp_path / "undelivered.jsonl"),
-                "retry": FAST_RETRY.model_dump(),
-            },
-        }
+    return simulated_config(
+        tmp_path,
+        anomalies_per_hour=6,
+        retraining={"enabled": False},
+        sinks=[{"kind": "webhook", "url": url, "secret": {"file": str(tmp_path / "secret")}}],
+        delivery={
+            "dir": str(tmp_path / "outbox"),
+            "dead_letter": str(tmp_path / "undelivered.jsonl"),
+            "retry": FAST_RETRY.model_dump(),
+        },
     )
-
-
-class _FastClock:
-    """Wall time running 20 s per call: the simulated source (60x) then feeds about 20 minutes per poll."""
-
-    def __init__(self) -> None:
-        self._now = time.time()
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            self._now += 20.0
-            return self._now
 
 
 def _run(config: StreamwatchConfig, tmp_path: Path, done: Callable[[], bool], memory: MemorySink) -> None:
@@ -195,18 +172,12 @@ def _run(config: StreamwatchConfig, tmp_path: Path, done: Callable[[], bool], me
         config,
         sinks=[*outputs.sinks, memory],
         dead_letter=DeadLetterFile(tmp_path / "dead.jsonl"),
-        clock=_FastClock(),
+        clock=FastClock(start=time.time()),
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,))
-    thread.start()
     try:
-        _wait(done, timeout_s=90)
+        run_until(daemon, done, timeout_s=90)
     finally:
-        stop.set()
-        thread.join(30)
         outputs.close()
-    assert not thread.is_alive()
 
 
 def test_events_of_a_daemon_restarted_while_the_receiver_is_down_are_not_lost(

@@ -4,13 +4,12 @@ version, a rollback made from the CLI is picked up, and the lifecycle's figures 
 from __future__ import annotations
 
 import itertools
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from simulated_daemon import FastClock, run_until, simulated_config
 
 from streamwatch.config import StreamwatchConfig, parse_config
 from streamwatch.io.sinks import DeadLetterFile, GroupHealth, MemorySink
@@ -21,51 +20,10 @@ from streamwatch.service.metrics import HEALTH_EVERY_S
 GROUP = "voltage"
 
 
-class _FastClock:
-    """Wall time that runs 20 s per call: the simulated source (60x) then feeds about 20 min per poll."""
-
-    def __init__(self) -> None:
-        self._now = 1_767_225_600.0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            self._now += 20.0
-            return self._now
-
-
 def _config(tmp_path: Path) -> StreamwatchConfig:
-    return parse_config(
-        {
-            "source": {
-                "kind": "simulate",
-                "history_samples": 3000,
-                "poll_interval_s": 0.01,
-                "streams": [{"id": "pmu/v", "domain": "voltage", "anomalies_per_hour": 0.5}],
-            },
-            "detector": {
-                "model": "pca",
-                "model_dir": str(tmp_path / "models"),
-                "training": {"bootstrap_samples": 2500},
-            },
-            "retraining": {"min_interval_s": 0, "fresh_share": 0.25},
-        }
+    return simulated_config(
+        tmp_path, anomalies_per_hour=0.5, retraining={"min_interval_s": 0, "fresh_share": 0.25}
     )
-
-
-def _run_until(daemon: Daemon, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not done() and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive()
-    assert done(), "the daemon did not get there in time"
 
 
 class _HealthRecorder(MemorySink):
@@ -89,7 +47,7 @@ def _daemon(
         config,
         sinks=[sink or MemorySink()],
         dead_letter=DeadLetterFile(tmp_path / "dead.jsonl"),
-        clock=_FastClock(),
+        clock=FastClock(),
         metrics=metrics,
     )
 
@@ -100,7 +58,7 @@ def test_retrains_go_live_in_the_background_and_a_restart_keeps_the_live_version
     health = _HealthRecorder()
     first = _daemon(config, tmp_path, metrics, health)
     registry = ModelRegistry(tmp_path / "models")
-    _run_until(
+    run_until(
         first,
         lambda: GROUP in first.lifecycle.stats
         and first.lifecycle.stats[GROUP].accepted >= 1
@@ -122,7 +80,7 @@ def test_retrains_go_live_in_the_background_and_a_restart_keeps_the_live_version
     assert all(later - earlier >= HEALTH_EVERY_S for earlier, later in itertools.pairwise(times))
 
     second = _daemon(config, tmp_path)
-    _run_until(second, lambda: GROUP in second.stats.models)
+    run_until(second, lambda: GROUP in second.stats.models)
     assert second.stats.models[GROUP] == live
     statuses = [record.status for record in registry.history(GROUP)]
     assert statuses.count("live") == 1
@@ -142,7 +100,7 @@ def test_a_rollback_from_the_cli_is_picked_up_by_the_running_daemon(tmp_path: Pa
             rolled.append(record.version)
         return bool(rolled) and daemon.stats.models.get(GROUP) == rolled[0]
 
-    _run_until(daemon, rolled_back_and_adopted)
+    run_until(daemon, rolled_back_and_adopted)
     assert registry.live_version(GROUP) == rolled[0]
 
 
