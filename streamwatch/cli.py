@@ -7,12 +7,14 @@ to fix it).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -29,7 +31,9 @@ if TYPE_CHECKING:
     from streamwatch.codecs import DecodeError
     from streamwatch.generate.inject import Label
     from streamwatch.generate.simulate import Series
-    from streamwatch.io.sinks import Sink
+    from streamwatch.service.health import Readiness
+    from streamwatch.service.reload import Reloader
+    from streamwatch.service.systemd import SystemdNotifier
 
 log = logging.getLogger("streamwatch")
 
@@ -37,7 +41,7 @@ log = logging.getLogger("streamwatch")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logs.configure(verbose=args.verbose)
+    logs.configure(verbose=args.verbose, format=args.log_format)
     try:
         code: int = args.handler(args)
     except ConfigError as error:
@@ -56,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"streamwatch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="log lines as JSON objects or text; auto: JSON under systemd's journal, text elsewhere",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     run = verbs.add_parser(
@@ -482,19 +492,47 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """The daemon, as systemd runs it: sinks built (and rebuilt on SIGHUP), the HTTP endpoints served,
+    systemd told when it is ready, alive and stopping."""
     import prometheus_client
 
+    from streamwatch.service.health import Readiness
     from streamwatch.service.outputs import build_outputs
+    from streamwatch.service.reload import Reloader
+    from streamwatch.service.status_server import StatusServer
+    from streamwatch.service.systemd import SystemdNotifier
 
+    # A watchdog's SIGABRT (or a crash in native code) then leaves every thread's traceback in the journal.
+    faulthandler.enable()
     config = _config(args.config)
-    outputs = build_outputs(config, metrics=prometheus_client.REGISTRY)
+    registry = prometheus_client.REGISTRY
+    readiness = Readiness(
+        loop_stuck_after_s=config.http.loop_stuck_after_s, sink_stuck_after_s=config.http.sink_stuck_after_s
+    )
+    reloader = Reloader(
+        args.config, build_outputs(config, metrics=registry), lambda new: build_outputs(new, metrics=registry)
+    )
+    notifier = SystemdNotifier()
+    server = None
     try:
-        return _run_daemon(args, config, outputs.sinks)
+        if config.http.enabled:
+            server = StatusServer(config.http.address(), registry, readiness).start()
+        return _run_daemon(args, config, _Service(readiness, reloader, notifier))
     finally:
-        outputs.close()
+        if server is not None:
+            server.close()
+        reloader.outputs.close()
+        notifier.close()
 
 
-def _run_daemon(args: argparse.Namespace, config: StreamwatchConfig, sinks: list[Sink]) -> int:
+@dataclass(frozen=True)
+class _Service:
+    readiness: Readiness
+    reloader: Reloader
+    notifier: SystemdNotifier
+
+
+def _run_daemon(args: argparse.Namespace, config: StreamwatchConfig, service: _Service) -> int:
     import prometheus_client
 
     from streamwatch.io.sinks import DeadLetterFile
@@ -506,20 +544,30 @@ def _run_daemon(args: argparse.Namespace, config: StreamwatchConfig, sinks: list
         log.info("received %s: finishing the batch in flight and stopping", signal.Signals(signum).name)
         stop.set()
 
+    def request_reload(_signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reloading %s between two batches", args.config or "(no config file)")
+        service.reloader.request()
+
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
+    sinks, registry = service.reloader.outputs.sinks, prometheus_client.REGISTRY
     if config.source.kind == "kafka":
         from streamwatch.kafka.clients import KafkaSetupError
         from streamwatch.service.kafka_daemon import KafkaDaemon
 
+        kafka_daemon = KafkaDaemon(
+            config,
+            sinks=sinks,
+            dead_letter_file=dead_letter,
+            clock=time.time,
+            metrics=registry,
+            notifier=service.notifier,
+            readiness=service.readiness,
+            reloader=service.reloader,
+        )
         try:
-            KafkaDaemon(
-                config,
-                sinks=sinks,
-                dead_letter_file=dead_letter,
-                clock=time.time,
-                metrics=prometheus_client.REGISTRY,
-            ).run(stop)
+            kafka_daemon.run(stop)
         except KafkaSetupError as error:
             print(f"streamwatch: {error}", file=sys.stderr)
             return 2
@@ -533,7 +581,10 @@ def _run_daemon(args: argparse.Namespace, config: StreamwatchConfig, sinks: list
         dead_letter=dead_letter,
         clock=time.time,
         progress=args.progress,
-        metrics=prometheus_client.REGISTRY,
+        metrics=registry,
+        notifier=service.notifier,
+        readiness=service.readiness,
+        reloader=service.reloader,
     )
     daemon.run(stop)
     return 0

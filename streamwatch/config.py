@@ -524,6 +524,30 @@ SinkConfig = Annotated[
 DeadLetterConfig = Annotated[JsonlSinkConfig | KafkaDeadLetterConfig, Field(discriminator="kind")]
 
 
+class HttpConfig(_Strict):
+    """The daemon's own HTTP endpoints: /metrics (Prometheus), /healthz (alive), /readyz (ready)."""
+
+    enabled: bool = True
+    # host:port; loopback by default (the metrics say which streams exist). Port 0 picks a free one.
+    listen: str = "127.0.0.1:9180"
+    # /readyz reports a sink stuck when its receiver has been failing this long.
+    sink_stuck_after_s: float = Field(default=300.0, gt=0)
+    # ... and the daemon stuck when its main loop has not come round for this long.
+    loop_stuck_after_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{listen!r} is not host:port (e.g. 127.0.0.1:9180, or 0.0.0.0:9180 for all)")
+        return listen
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 # Robust z (EW median + 8 x EW MAD of the stream's own normal scores), never below 2.5: window scores are
 # calibrated so that 1 is the 99.5th percentile of each kind of evidence on normal training windows, and the
 # window score is the largest of several kinds over all channels, so normal windows routinely reach 1-2.
@@ -543,6 +567,7 @@ class StreamwatchConfig(_Strict):
     kafka: KafkaConfig = KafkaConfig()
     retraining: RetrainingConfig = RetrainingConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    http: HttpConfig = HttpConfig()
 
     @field_validator("dead_letter", mode="before")
     @classmethod

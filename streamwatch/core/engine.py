@@ -122,6 +122,35 @@ class Engine:
         """Forget a stream (its partition moved to another daemon, which restores it from the changelog)."""
         self._streams.pop(stream, None)
 
+    def reconfigure(self, *, threshold: ThresholdConfig, alerts: AlertConfig) -> None:
+        """Apply new threshold and alert settings to every stream, keeping what each has learned (a live
+        reload): the threshold's learned state under the new parameters, the alert machine's open alert under
+        the new rules. All or nothing: a stream that cannot take them raises ValueError and nothing changes.
+
+        The threshold kind cannot change: another kind has no learned state to carry over, and calibrating it
+        afresh needs each stream's normal scores, which only a restart (or a retrain) provides."""
+        if threshold.kind != self._threshold_config.kind:
+            raise ValueError(
+                f"threshold.kind cannot change while running ({self._threshold_config.kind} -> "
+                f"{threshold.kind}): restart the daemon to apply it"
+            )
+        parameters = {key: value for key, value in threshold.to_dict().items() if key != "kind"}
+        renewed: dict[str, tuple[Threshold, AlertMachine]] = {}
+        for stream, state in self._streams.items():
+            snapshot = state.threshold.snapshot()
+            # A shorter relearn_after than the run of exceeding scores so far: the run is already long enough.
+            streak = min(int(snapshot.get("streak", 0)), threshold.relearn_after + 1)
+            carried = {**snapshot, "config": parameters, "streak": streak}
+            try:
+                machine = AlertMachine.restore(stream, alerts, state.alerts.snapshot())
+                renewed[stream] = (restore_threshold(carried), machine)
+            except ValueError as error:
+                raise ValueError(f"stream {stream} cannot take the new settings: {error}") from None
+        for stream, (new_threshold, machine) in renewed.items():
+            state = self._streams[stream]
+            state.threshold, state.alerts = new_threshold, machine
+        self._threshold_config, self._alert_config = threshold, alerts
+
     def open_alerts(self, streams: Iterable[str], now: float) -> list[AlertEvent]:
         """The firing alerts of these streams (see AlertMachine.open_alert)."""
         found = []
@@ -133,6 +162,9 @@ class Engine:
                 if alert is not None:
                     found.append(alert)
         return found
+
+    def streams(self) -> list[str]:
+        return list(self._streams)
 
     def has_stream(self, stream: str) -> bool:
         return stream in self._streams

@@ -58,6 +58,10 @@ class OutboxCourier:
         # per backoff step, not one per lane); an error answer only holds back its own lane.
         self._paused_until = 0.0
 
+    def failing_for(self, now: float) -> float | None:
+        """Seconds since the receiver last failed without a success since (None: it is not failing)."""
+        return None if self._down_since is None else now - self._down_since
+
     def round(self, now: float, stop: threading.Event | None = None) -> float | None:
         """Send what is due at `now`, lane heads again as long as heads leave the queue; returns when the
         next event is due (None: the queue is empty)."""

@@ -176,6 +176,14 @@ class AlertmanagerSink:
             fingerprint(labels), event.alert_id, event.stream, orjson.dumps(alert), starts_at, ends_at
         )
 
+    def outages(self) -> list[tuple[str, float]]:
+        now = self._hub.clock()
+        return [
+            (receiver.url, now - receiver.down_since)
+            for receiver in self.receivers
+            if receiver.down_since is not None
+        ]
+
     def _wake(self) -> None:
         for receiver in self.receivers:
             receiver.thread.wake()
@@ -210,7 +218,7 @@ class _Receiver:
         self._resend_at = 0.0
         self._retry_at = 0.0
         self._failures = 0
-        self._down_since: float | None = None
+        self.down_since: float | None = None
         self.thread = DeliveryThread(f"streamwatch-alertmanager {url}", self.round, hub.clock)
 
     def round(self, now: float, stop: threading.Event | None = None) -> float | None:
@@ -248,15 +256,15 @@ class _Receiver:
     def _delivered(self, now: float) -> None:
         self._failures = 0
         self._retry_at = 0.0
-        if self._down_since is not None:
-            log.info("%s: Alertmanager takes alerts again after %.0fs", self.url, now - self._down_since)
-            self._down_since = None
+        if self.down_since is not None:
+            log.info("%s: Alertmanager takes alerts again after %.0fs", self.url, now - self.down_since)
+            self.down_since = None
 
     def _failed(self, error: DeliveryError, now: float) -> float:
         self._failures += 1
         self.metrics.retried()
-        if self._down_since is None:
-            self._down_since = now
+        if self.down_since is None:
+            self.down_since = now
             if error.retryable:
                 log.warning("%s: cannot send alerts, retrying with backoff: %s", self.url, error)
             else:

@@ -395,6 +395,11 @@ class InfluxSink:
                 self._config.buffer_points,
             )
 
+    def outages(self) -> list[tuple[str, float]]:
+        with self._changed:
+            down_since = self._down_since
+        return [] if down_since is None else [(self._url, self._clock() - down_since)]
+
     def flush(self, timeout_s: float) -> bool:
         """Send everything queued now, without waiting for the interval; True when the queue emptied within
         `timeout_s`. A held backlog is retried at once, then with backoff."""

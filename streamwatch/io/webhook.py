@@ -97,6 +97,10 @@ class WebhookSink:
             self.courier.metrics.queued(self._hub.outbox.pending(self._config.url))
             self._thread.wake()
 
+    def outages(self) -> list[tuple[str, float]]:
+        failing = self.courier.failing_for(self._hub.clock())
+        return [] if failing is None else [(self._config.url, failing)]
+
     def _round(self, now: float, halt: threading.Event | None = None) -> float | None:
         self._hub.forget_old_keys(now)
         return self.courier.round(now, halt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,12 @@ from streamwatch.models.registry import ModelRegistry
 from streamwatch.offline import reconstructor_factory
 from streamwatch.records import AlertEvent, FloatArray, iso_utc
 from streamwatch.service.background import Background
-from streamwatch.service.metrics import HealthReporter, LifecycleCollector
+from streamwatch.service.health import Readiness
+from streamwatch.service.metrics import DaemonMetrics, HealthReporter, LifecycleCollector
+from streamwatch.service.outputs import log_events
+from streamwatch.service.reload import Reload, Reloader
 from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
+from streamwatch.service.systemd import SystemdNotifier
 
 log = logging.getLogger("streamwatch.daemon")
 
@@ -70,9 +75,12 @@ class Daemon:
         clock: Callable[[], float],
         progress: bool = False,
         metrics: CollectorRegistry | None = None,
+        notifier: SystemdNotifier | None = None,
+        readiness: Readiness | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         self._config = config
-        self._sinks = sinks
+        self._sinks = list(sinks)
         self._dead_letter = dead_letter
         self._clock = clock
         self._progress = progress
@@ -83,9 +91,16 @@ class Daemon:
         self._background = Background("streamwatch-retrain")
         self._retrainer = Retrainer(self.lifecycle, config, self._background)
         self._registry_checked_at = -_REGISTRY_POLL_S
+        self._notifier = notifier or SystemdNotifier({})
+        self.readiness = readiness or Readiness()
+        self.readiness.sinks = lambda: self._sinks
+        self._reloader = reloader
+        self.metrics: DaemonMetrics | None = None
         if metrics is not None:
             metrics.register(LifecycleCollector(self.lifecycle))
-        self._health = HealthReporter(self.lifecycle, sinks)
+            self.metrics = DaemonMetrics(metrics, self._engine, ready=lambda: self.readiness.check().ready)
+        self._health = HealthReporter(self.lifecycle, self._sinks)
+        self._groups: set[str] = set()
         self.stats = DaemonStats()
 
     def run(self, stop: threading.Event) -> None:
@@ -102,12 +117,16 @@ class Daemon:
         log.info(
             "started: %d simulated streams at %gx speed", len(source_config.streams), source_config.speed
         )
+        self._notifier.ready(f"scoring {len(source_config.streams)} simulated streams")
         try:
             while not stop.is_set():
                 self._handle(source.poll(self._clock()))
+                self._turn()
                 if source.caught_up(self._clock()):
                     stop.wait(source_config.poll_interval_s)
         finally:
+            self._notifier.stopping()
+            self.readiness.stopping()
             self._background.stop()
             self._emit(self._engine.flush())
             for sink in self._sinks:
@@ -121,11 +140,46 @@ class Daemon:
                 self.stats.rejected,
             )
 
+    def _turn(self) -> None:
+        """Between two polls: tell systemd and /readyz the loop is alive; take a reload asked for."""
+        self._notifier.watchdog(time.monotonic())
+        waiting = [group for group in self._groups if self._engine.model(group) is None]
+        self.readiness.loop(waiting)
+        if self._reloader is not None:
+            reload = self._reloader.prepare(self._config)
+            if reload is not None:
+                self._apply(reload)
+
+    def _apply(self, reload: Reload) -> None:
+        config = reload.config
+        try:
+            self._engine.reconfigure(threshold=config.threshold_config(), alerts=config.alerts.build())
+        except ValueError as error:
+            assert self._reloader is not None
+            self._reloader.abandon(reload, str(error))
+            return
+        if reload.outputs is not None:
+            self._use_sinks(reload.outputs.sinks)
+        self._config = config
+        assert self._reloader is not None
+        self._reloader.commit(reload)
+
+    def _use_sinks(self, sinks: Sequence[Sink]) -> None:
+        self._sinks = list(sinks)
+        self._health = HealthReporter(self.lifecycle, self._sinks)
+        firing = self._engine.open_alerts(self._engine.streams(), self._clock())
+        for sink in self._sinks:
+            if isinstance(sink, AlertStateSink):
+                sink.adopt(firing)
+
     def _handle(self, chunks: list[Chunk]) -> None:
         """One poll: streams with a live model are scored together in one pass; the rest bootstrap."""
         ready: list[tuple[str, npt.NDArray[np.float64], FloatArray]] = []
         for chunk in chunks:
+            self._groups.add(chunk.group)
             self.stats.samples += len(chunk.timestamps)
+            if self.metrics is not None:
+                self.metrics.samples.inc(len(chunk.timestamps))
             for label in chunk.labels:
                 log.info(
                     "simulator injected %s into %s from %s to %s",
@@ -133,14 +187,19 @@ class Daemon:
                     chunk.stream,
                     iso_utc(label.start),
                     iso_utc(label.end),
+                    extra={"stream": chunk.stream},
                 )
             if self._engine.model(chunk.group) is None:
                 self._collect(chunk)
             else:
                 ready.append((chunk.stream, chunk.timestamps, chunk.values))
         if ready:
+            started = time.perf_counter()
             out = self._engine.process_arrays(ready)
-            self._emit(out, self.lifecycle.observe(ready, out))
+            health = self.lifecycle.observe(ready, out)
+            self._emit(out, health)
+            if self.metrics is not None:
+                self.metrics.batch(out, out.alerts + health, time.perf_counter() - started)
         self._retrainer.step()
         self._follow_registry()
         self._health.step(self._clock())
@@ -252,10 +311,13 @@ class Daemon:
         alerts = out.alerts + (health or [])
         self.stats.windows += len(out.scores)
         self.stats.alerts += len(alerts)
+        if self.metrics is not None:
+            self.metrics.dead_letters.inc(len(out.rejected))
         for rejection in out.rejected:
             self.stats.rejected += 1
             raw = repr(dict(rejection.sample.values)).encode()
             self._dead_letter.put(raw, rejection.reason, rejection.source)
+        log_events(alerts)
         if alerts or out.quality or out.scores:
             for sink in self._sinks:
                 sink.emit(alerts, out.quality, out.scores)

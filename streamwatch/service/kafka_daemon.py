@@ -14,6 +14,7 @@ on a background thread so that scoring never stops. Models are shared through th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -42,8 +43,12 @@ from streamwatch.kafka.models_topic import ModelsTopic, Publication, version_num
 from streamwatch.offline import reconstructor_factory
 from streamwatch.records import SourcePosition
 from streamwatch.service.background import Background
-from streamwatch.service.metrics import HealthReporter, LifecycleCollector
+from streamwatch.service.health import Readiness
+from streamwatch.service.metrics import DaemonMetrics, HealthReporter, LifecycleCollector
+from streamwatch.service.outputs import log_events
+from streamwatch.service.reload import Reload, Reloader
 from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
+from streamwatch.service.systemd import SystemdNotifier
 
 log = logging.getLogger("streamwatch.kafka")
 T = TypeVar("T")
@@ -55,6 +60,8 @@ _BUFFER_CHECKPOINT_S = 300.0
 _MAX_BUFFER_RECORD = 900_000
 # A training that failed (too little data for its windows, say) is not retried at once: it would fail again.
 _JOB_RETRY_S = 60.0
+# How often (seconds) the consumer lag is measured: one end-offsets request to the brokers.
+_LAG_EVERY_S = 10.0
 Block = tuple[str, Any, Any, Sequence[SourcePosition | None] | None]
 
 
@@ -134,6 +141,9 @@ class KafkaDaemon:
         dead_letter_file: DeadLetterFile | None,
         clock: Callable[[], float],
         metrics: CollectorRegistry | None = None,
+        notifier: SystemdNotifier | None = None,
+        readiness: Readiness | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         if config.source.kind != "kafka":
             raise ValueError("KafkaDaemon needs source.kind: kafka")
@@ -142,7 +152,7 @@ class KafkaDaemon:
         self._instance = self._source.instance_id or socket.gethostname()
         self._exactly_once = self._source.delivery == "exactly_once"
         self._alert_topics = [sink.topic for sink in config.sinks if sink.kind == "kafka"]
-        self._local_sinks = sinks
+        self._local_sinks = list(sinks)
         self._alert_state_sinks = [sink for sink in sinks if isinstance(sink, AlertStateSink)]
         self._dead_letter_topic = config.dead_letter.topic if config.dead_letter.kind == "kafka" else None
         self._dead_letter_file = dead_letter_file
@@ -170,9 +180,16 @@ class KafkaDaemon:
             self._engine, config, self._history, clock=clock, install_on_accept=False
         )
         self._retrainer = Retrainer(self.lifecycle, config, self._executor)
+        self._notifier = notifier or SystemdNotifier({})
+        self.readiness = readiness or Readiness()
+        self.readiness.sinks = lambda: self._local_sinks
+        self._reloader = reloader
+        self.metrics: DaemonMetrics | None = None
         if metrics is not None:
             metrics.register(LifecycleCollector(self.lifecycle))
-        self._health = HealthReporter(self.lifecycle, sinks)
+            self.metrics = DaemonMetrics(metrics, self._engine, ready=lambda: self.readiness.check().ready)
+        self._lag_measured_at = -_LAG_EVERY_S
+        self._health = HealthReporter(self.lifecycle, self._local_sinks)
         # Per stream, when (monotonic) its recent-normal buffer last went to the changelog.
         self._buffer_saved: dict[str, float] = {}
         self._oversized_buffers: set[str] = set()
@@ -197,16 +214,68 @@ class KafkaDaemon:
             sink.release_all()
         try:
             self._connect(stop)
+            self._notifier.ready(f"consuming as {self._instance} in group {self._source.group_id}")
             while not stop.is_set():
                 try:
                     self._step()
+                    self._turn()
                 except (KafkaError, TimeoutError) as error:
                     log.warning("Kafka failed us (%s); going back to the last committed state", error)
                     self._recover()
         except _StopRequestedError:
             log.warning("stopping with a batch not committed: it is processed again after the restart")
         finally:
+            self._notifier.stopping()
+            self.readiness.stopping()
             self._close()
+
+    def _turn(self) -> None:
+        """Between two batches: tell systemd and /readyz the loop is alive, measure the lag now and then,
+        take a reload asked for."""
+        self._notifier.watchdog(time.monotonic())
+        waiting = [group for group in self._onboarding.groups() if self._engine.model(group) is None]
+        self.readiness.loop(waiting)
+        self._measure_lag()
+        if self._reloader is not None:
+            reload = self._reloader.prepare(self._config)
+            if reload is not None:
+                self._apply_reload(reload)
+
+    def _measure_lag(self) -> None:
+        if self.metrics is None or self._consumer is None or not self._assigned:
+            return
+        now = time.monotonic()
+        if now - self._lag_measured_at < _LAG_EVERY_S:
+            return
+        self._lag_measured_at = now
+        owned = sorted(self._assigned)
+        ends = self._consumer.end_offsets(owned)
+        for tp in owned:
+            end = ends.get(tp)
+            if end is not None:
+                lag = max(0, end - self._consumer.position(tp))
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def _apply_reload(self, reload: Reload) -> None:
+        assert self._reloader is not None
+        config = reload.config
+        try:
+            self._engine.reconfigure(threshold=config.threshold_config(), alerts=config.alerts.build())
+        except ValueError as error:
+            self._reloader.abandon(reload, str(error))
+            return
+        if reload.outputs is not None:
+            self._use_sinks(reload.outputs.sinks)
+        self._config = config
+        self._reloader.commit(reload)
+
+    def _use_sinks(self, sinks: Sequence[Sink]) -> None:
+        self._local_sinks = list(sinks)
+        self._alert_state_sinks = [sink for sink in sinks if isinstance(sink, AlertStateSink)]
+        self._health = HealthReporter(self.lifecycle, self._local_sinks)
+        firing = self._engine.open_alerts(self._engine.streams(), self._clock())
+        for sink in self._alert_state_sinks:
+            sink.adopt(firing)
 
     def _connect(self, stop: threading.Event) -> None:
         """Set up the topics and clients, retrying while the cluster cannot be reached."""
@@ -216,6 +285,7 @@ class KafkaDaemon:
                 return
             except (KafkaError, TimeoutError, OSError) as error:
                 log.warning("Kafka not ready (%s); retrying in %.0fs", error, _RETRY_S)
+                self._notifier.status(f"waiting for Kafka: {error}")
                 self._close_clients()
                 stop.wait(_RETRY_S)
 
@@ -361,6 +431,7 @@ class KafkaDaemon:
         if not batch and not self._carry and not self._dirty_profiles:
             self._schedule_jobs()
             return
+        started = time.perf_counter()
         result = self._apply(self._decoder.decode(batch))
         result.offsets = self._commit_points()
         # Local sinks first: the outbox behind webhooks and Alertmanager then holds the batch's events before
@@ -368,6 +439,8 @@ class KafkaDaemon:
         # than losing them.
         self._emit_locally(result)
         self._commit(result)
+        if self.metrics is not None:
+            self.metrics.batch(result.out, result.out.alerts, time.perf_counter() - started)
         self._schedule_jobs()
         self._health.step(self._clock())
 
@@ -375,6 +448,9 @@ class KafkaDaemon:
         self.stats.batches += 1
         self.stats.records += decoded.records
         self.stats.samples += decoded.samples
+        if self.metrics is not None:
+            self.metrics.records.inc(decoded.records)
+            self.metrics.samples.inc(decoded.samples)
         rejected = [(record, reason) for record, reason in decoded.rejected if not self._seen(record)]
         blocks: list[Block] = []
         unusable: list[tuple[SourcePosition, str]] = []
@@ -523,6 +599,8 @@ class KafkaDaemon:
             self._commit_at_least_once(result)
         self.stats.transactions += 1
         self.stats.dead_letters += len(result.rejected)
+        if self.metrics is not None:
+            self.metrics.dead_letters.inc(len(result.rejected))
         self._dirty_profiles.clear()
 
     def _commit_transaction(self, result: _BatchResult) -> None:
@@ -623,6 +701,7 @@ class KafkaDaemon:
 
     def _emit_locally(self, result: _BatchResult) -> None:
         out = result.out
+        log_events(out.alerts)
         if out.alerts or out.quality or out.scores:
             for sink in self._local_sinks:
                 sink.emit(out.alerts, out.quality, out.scores)
@@ -642,6 +721,10 @@ class KafkaDaemon:
                 return
             except (KafkaError, TimeoutError) as error:
                 log.warning("Kafka is not back yet (%s); retrying in %.0fs", error, _RETRY_S)
+                # Waiting for the cluster is the loop working as meant, not a stuck one: the watchdog is fed
+                # (a broker outage longer than WatchdogSec must not restart the daemon for nothing).
+                self._notifier.watchdog(time.monotonic())
+                self._notifier.status(f"waiting for Kafka to come back: {error}")
                 if self._stop.wait(_RETRY_S):
                     raise _StopRequestedError from error
 
@@ -670,6 +753,11 @@ class KafkaDaemon:
             self._processed.pop(tp, None)
         for sink in self._alert_state_sinks:
             sink.release(gone)
+        if self.metrics is not None:
+            self.metrics.forget(gone)
+            for tp in revoked:
+                with contextlib.suppress(KeyError):  # never measured while owned
+                    self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         self._carry = [block for block in self._carry if block[0] not in gone]
         self._dirty_profiles.difference_update(gone)
         if revoked:

@@ -4,6 +4,8 @@ transactions."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -13,6 +15,30 @@ from streamwatch.delivery.hub import DeliveryHub
 from streamwatch.delivery.metrics import sink_metrics
 from streamwatch.delivery.secrets import read_secret
 from streamwatch.io.sinks import JsonlSink, Sink, StreamSink
+from streamwatch.records import AlertEvent
+
+log = logging.getLogger("streamwatch.alerts")
+
+
+def log_events(alerts: Sequence[AlertEvent]) -> None:
+    """One log line per alert event, its ids as fields (JSON logs under systemd carry them as keys)."""
+    for event in alerts:
+        log.info(
+            "%s %s %s: score %.3g, threshold %.3g (%s)",
+            event.kind,
+            event.status,
+            event.stream,
+            event.score,
+            event.threshold,
+            event.severity,
+            extra={
+                "stream": event.stream,
+                "alert_id": event.alert_id,
+                "status": event.status,
+                "severity": event.severity,
+                "model_version": event.model_version,
+            },
+        )
 
 
 @dataclass

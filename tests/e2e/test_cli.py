@@ -108,9 +108,10 @@ def test_daemon_on_embedded_default_alerts_and_stops_cleanly(tmp_path: Path) -> 
         "detector:\n  training: {bootstrap_samples: 2500, max_seconds: 30}\n"
         "sinks:\n  - kind: stdout\n  - {kind: jsonl, path: alerts.jsonl}\n"
         f"  - {{kind: webhook, url: 'http://127.0.0.1:{dead_port}/hook'}}\n"
+        "http: {listen: '127.0.0.1:0'}\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamwatch.cli", "run", "-c", str(config)],
+        [sys.executable, "-m", "streamwatch.cli", "--log-format", "text", "run", "-c", str(config)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

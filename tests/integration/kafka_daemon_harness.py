@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import orjson
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from waiting import wait_for
 
 from streamwatch.config import DetectorConfig, KafkaConfig, StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, train_group
@@ -153,6 +154,8 @@ def daemon_config(
         "detector": {"model": model},
         "sinks": [{"kind": "kafka", "topic": f"{run}.alerts"}],
         "dead_letter": {"kind": "kafka", "topic": f"{run}.deadletter"},
+        # Several daemons run at once: each serves its endpoints on a free port.
+        "http": {"listen": "127.0.0.1:0"},
     }
     for key, value in (extra or {}).items():
         document[key] = value if not isinstance(value, dict) else {**document.get(key, {}), **value}
@@ -213,16 +216,6 @@ def progress(bootstrap: str, group_id: str, topic: str) -> tuple[int, int]:
         admin.close()
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, every: float = 0.5) -> float:
-    """Seconds it took for `condition` to hold; AssertionError naming `what` after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-    return time.monotonic() - started
-
-
 def wait_until_consumed(
     bootstrap: str, group_id: str, topic: str, *, timeout: float, daemons: Iterable[DaemonProcess] = ()
 ) -> None:
@@ -232,7 +225,7 @@ def wait_until_consumed(
         done, end = progress(bootstrap, group_id, topic)
         return end > 0 and done >= end
 
-    wait_for(consumed, timeout=timeout, what=f"{group_id} to consume {topic}")
+    wait_for(consumed, timeout=timeout, what=f"{group_id} to consume {topic}", every=0.5)
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Any]:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from http_receiver import Receiver, Request
 from simulated_daemon import FastClock, run_until, simulated_config
+from waiting import wait_for
 
 from streamwatch.config import DeliveryConfig, RetryConfig, StreamwatchConfig, WebhookSinkConfig
 from streamwatch.core.alerts import alert_id_for
@@ -76,13 +77,6 @@ def _signed(request: Request) -> bool:
     )
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_a_receiver_down_for_a_while_gets_every_event_once_in_order_signed(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -94,7 +88,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_in_order_signed(
     metrics = hub.metrics.receiver("webhook", f"{receiver.url}/hook")
     events = _events(streams=3, per_stream=6)
     sink.emit(events[:9], [])
-    _wait(lambda: metrics.value("retries") >= 3)
+    wait_for(lambda: metrics.value("retries") >= 3, timeout=20, what="retries")
     # More events, and a replay of the first ones (a restart before the source committed), while still down.
     sink.emit(events[:3] + events[9:], [])
     receiver.up()

@@ -17,6 +17,7 @@ def test_example_config_is_valid_and_is_the_embedded_default() -> None:
     assert config.detector == StreamwatchConfig().detector
     assert config.retraining == StreamwatchConfig().retraining
     assert config.delivery == StreamwatchConfig().delivery
+    assert config.http == StreamwatchConfig().http
     assert config.threshold_config().kind == "robust_z"
 
 

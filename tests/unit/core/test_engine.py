@@ -147,3 +147,43 @@ def test_bulk_chunk_with_bad_rows_rejects_only_those(model: GroupModel) -> None:
     out = engine.process_arrays([("s1", timestamps, values)])
     assert [r.reason.split(" ")[0] for r in out.rejected] == ["channel", "late"]
     assert len(out.scores) > 100
+
+
+def test_a_live_reconfigure_keeps_learned_state_and_open_alert_under_new_rules(model: GroupModel) -> None:
+    rng = np.random.default_rng(6)
+    live = _series(rng, 2000, start=START + 6000)
+    live.values[900:1100, 0] += 5.0  # a level shift still open at the cut
+    engine = _engine(model)
+    before = engine.process_array("s1", live.timestamps[:1000], live.values[:1000])
+    assert [event.status for event in before.alerts] == ["firing"]
+    learned = engine.snapshot("s1")["threshold"]
+    engine.reconfigure(threshold=PotThresholdConfig(floor=40.0), alerts=AlertConfig(resolve_windows=2))
+    after = engine.snapshot("s1")
+    # The same learned state (peaks, streak) under the new parameters: the floor applies at once.
+    assert after["threshold"]["state"] == learned["state"]
+    assert after["threshold"]["config"]["floor"] == 40.0
+    rest = engine.process_array("s1", live.timestamps[1000:], live.values[1000:])
+    assert rest.scores and min(score.threshold for score in rest.scores) >= 40.0
+    # The open alert carries over (same id) and resolves under the new rule.
+    assert (rest.alerts[0].status, rest.alerts[0].alert_id) == ("resolved", before.alerts[0].alert_id)
+
+
+def test_a_reconfigure_that_cannot_apply_changes_nothing(model: GroupModel) -> None:
+    from streamwatch.core.alerts import SeverityLevel
+    from streamwatch.core.thresholds import RobustZThresholdConfig
+
+    engine = _engine(model)
+    live = _series(np.random.default_rng(7), 1050, start=START + 6000)
+    live.values[900:1100, 0] += 9.0
+    out = engine.process_array("s1", live.timestamps, live.values)
+    assert [e.severity for e in out.alerts if e.status == "firing"][-1] == "critical"
+    snapshot = engine.snapshot("s1")
+    with pytest.raises(ValueError, match=r"threshold\.kind cannot change while running"):
+        engine.reconfigure(threshold=RobustZThresholdConfig(), alerts=AlertConfig())
+    # The open alert is at the second level; rules with one level cannot hold it.
+    with pytest.raises(ValueError, match="stream s1 cannot take the new settings"):
+        engine.reconfigure(
+            threshold=PotThresholdConfig(floor=3.0),
+            alerts=AlertConfig(severities=(SeverityLevel("page", 1.0),)),
+        )
+    assert engine.snapshot("s1") == snapshot
