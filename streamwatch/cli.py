@@ -510,7 +510,9 @@ def _run(args: argparse.Namespace) -> int:
         loop_stuck_after_s=config.http.loop_stuck_after_s, sink_stuck_after_s=config.http.sink_stuck_after_s
     )
     reloader = Reloader(
-        args.config, build_outputs(config, metrics=registry), lambda new: build_outputs(new, metrics=registry)
+        args.config,
+        build_outputs(config, metrics=registry),
+        lambda new: build_outputs(new, metrics=registry, start=False),
     )
     notifier = SystemdNotifier()
     server = None

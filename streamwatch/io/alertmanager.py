@@ -110,8 +110,15 @@ class AlertmanagerSink:
             self._headers["Authorization"] = f"Bearer {bearer_token}"
         self.receivers = [_Receiver(url, self._active, self._headers, config, hub) for url in config.urls]
         self._closed = False
-        for receiver in self.receivers:
-            if start:
+        self._started = False
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the delivery threads (see WebhookSink.start)."""
+        if not self._started:
+            self._started = True
+            for receiver in self.receivers:
                 receiver.thread.start()
 
     def emit(

@@ -56,11 +56,19 @@ class WebhookSink:
         )
         self._thread = DeliveryThread(f"streamwatch-webhook {config.url}", self._round, hub.clock)
         self._closed = False
+        self._started = False
         if start:
-            self._thread.start()
+            self.start()
         pending = hub.outbox.pending(config.url)
         if pending:
             log.info("%s: %d events from before the restart still to deliver", config.url, pending)
+
+    def start(self) -> None:
+        """Start delivering (at once unless built with start=False: a reload starts the new sinks only
+        after the old ones stopped, so two threads never deliver one URL's queue)."""
+        if not self._started:
+            self._started = True
+            self._thread.start()
 
     def accepts(self, event: AlertEvent) -> bool:
         config = self._config

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
@@ -41,10 +42,22 @@ def log_events(alerts: Sequence[AlertEvent]) -> None:
         )
 
 
+@runtime_checkable
+class Delivering(Protocol):
+    """A sink with delivery threads to start (webhooks, Alertmanager)."""
+
+    def start(self) -> None: ...
+
+
 @dataclass
 class Outputs:
     sinks: list[Sink] = field(default_factory=list)
     hub: DeliveryHub | None = None
+
+    def start(self) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, Delivering):
+                sink.start()
 
     def close(self) -> None:
         """Close every sink, then what they share (idempotent: the daemons close the sinks already)."""
@@ -55,8 +68,11 @@ class Outputs:
             self.hub = None
 
 
-def build_outputs(config: StreamwatchConfig, *, metrics: CollectorRegistry | None = None) -> Outputs:
-    """Raises ConfigError (naming the key) when a secret a sink needs cannot be read."""
+def build_outputs(
+    config: StreamwatchConfig, *, metrics: CollectorRegistry | None = None, start: bool = True
+) -> Outputs:
+    """Raises ConfigError (naming the key) when a secret a sink needs cannot be read. With start=False
+    webhook and Alertmanager deliveries wait for `Outputs.start()`."""
     from streamwatch.io.alertmanager import AlertmanagerSink
     from streamwatch.io.influx import InfluxSink
     from streamwatch.io.webhook import WebhookSink
@@ -78,7 +94,7 @@ def build_outputs(config: StreamwatchConfig, *, metrics: CollectorRegistry | Non
             elif item.kind == "webhook":
                 secret = None if item.secret is None else read_secret(item.secret, key=f"{key}.secret")
                 outputs.sinks.append(
-                    WebhookSink(item, hub(), secret=None if secret is None else secret.encode())
+                    WebhookSink(item, hub(), secret=None if secret is None else secret.encode(), start=start)
                 )
             elif item.kind == "alertmanager":
                 token = (
@@ -86,7 +102,7 @@ def build_outputs(config: StreamwatchConfig, *, metrics: CollectorRegistry | Non
                     if item.bearer_token is None
                     else read_secret(item.bearer_token, key=f"{key}.bearer_token")
                 )
-                outputs.sinks.append(AlertmanagerSink(item, hub(), bearer_token=token))
+                outputs.sinks.append(AlertmanagerSink(item, hub(), bearer_token=token, start=start))
             elif item.kind == "influxdb":
                 outputs.sinks.append(InfluxSink(item, key=key, metrics=sink_metrics(metrics)))
     except BaseException:

@@ -37,6 +37,7 @@ class Reloader:
     def __init__(
         self, path: Path | None, outputs: Outputs, build: Callable[[StreamwatchConfig], Outputs]
     ) -> None:
+        """`build` makes the sinks of a new configuration without starting their deliveries."""
         self.path = path
         self.outputs = outputs
         self._build = build
@@ -79,10 +80,12 @@ class Reloader:
         return Reload(new, outputs)
 
     def commit(self, reload: Reload) -> None:
-        """The daemon now uses `reload`: close the sinks it replaced."""
+        """The daemon now uses `reload`: close the sinks it replaced, then start the new ones (built
+        unstarted), so no receiver's queue is ever delivered by two threads at once."""
         if reload.outputs is not None:
             replaced, self.outputs = self.outputs, reload.outputs
             replaced.close()
+            reload.outputs.start()
         log.info("reloaded %s", self.path)
 
     def abandon(self, reload: Reload, reason: str) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from http_receiver import Receiver
 
 from streamwatch.config import StreamwatchConfig, load_config
 from streamwatch.io.sinks import JsonlSink
+from streamwatch.records import AlertEvent
 from streamwatch.service.outputs import Outputs, build_outputs
 from streamwatch.service.reload import Reloader
 
@@ -26,7 +29,7 @@ def setup(tmp_path: Path) -> tuple[Path, StreamwatchConfig, Reloader, list[Outpu
     built: list[Outputs] = []
 
     def build(new: StreamwatchConfig) -> Outputs:
-        outputs = build_outputs(new)
+        outputs = build_outputs(new, start=False)
         built.append(outputs)
         return outputs
 
@@ -102,3 +105,49 @@ def test_a_file_that_is_not_yaml_is_refused(
     reloader.request()
     assert reloader.prepare(config) is None
     assert "is not valid YAML" in caplog.text and "reload refused" in caplog.text
+
+
+def test_a_reload_never_has_two_threads_delivering_one_receivers_queue(tmp_path: Path) -> None:
+    """Both configurations name the same receiver, whose queue lives in the same outbox: the new sink starts
+    delivering only after the old one stopped, so an event queued across the swap arrives once, and events
+    after it carry the new settings."""
+    receiver = Receiver()
+    path = tmp_path / "streamwatch.yaml"
+    delivery = {"dir": str(tmp_path / "outbox"), "dead_letter": str(tmp_path / "undelivered.jsonl")}
+    _write(path, {"sinks": [{"kind": "webhook", "url": receiver.url}], "delivery": delivery})
+    config = load_config(path)
+    reloader = Reloader(path, build_outputs(config), lambda new: build_outputs(new, start=False))
+    hook = {"kind": "webhook", "url": receiver.url, "headers": {"X-Rev": "2"}}
+    _write(path, {"sinks": [hook], "delivery": delivery})
+    reloader.request()
+    reload = reloader.prepare(config)
+    assert reload is not None and reload.outputs is not None
+    [new_sink] = reload.outputs.sinks
+    try:
+        new_sink.emit([_alert("0123456789abcdef")], [])
+        reloader.commit(reload)
+        new_sink.emit([_alert("fedcba9876543210")], [])
+        receiver.wait_for(2)
+        time.sleep(0.5)  # a second delivery of the first event would arrive now
+        keys = [request.headers["Idempotency-Key"] for request in receiver.requests]
+        assert sorted(keys) == ["0123456789abcdef:firing:warning", "fedcba9876543210:firing:warning"]
+        assert receiver.requests[-1].headers["X-Rev"] == "2"
+    finally:
+        reloader.outputs.close()
+        receiver.close()
+
+
+def _alert(alert_id: str) -> AlertEvent:
+    return AlertEvent(
+        alert_id=alert_id,
+        stream="pmu-1/v",
+        status="firing",
+        severity="warning",
+        window_start=1_764_500_000.0,
+        window_end=1_764_500_060.0,
+        score=5.0,
+        threshold=2.0,
+        model_version="pca@1",
+        channels={"v": 1.0},
+        detected_at=1_764_500_060.0,
+    )
