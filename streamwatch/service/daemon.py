@@ -30,7 +30,7 @@ from streamwatch.service.background import Background
 from streamwatch.service.health import Readiness
 from streamwatch.service.metrics import DaemonMetrics, HealthReporter, LifecycleCollector
 from streamwatch.service.outputs import log_events
-from streamwatch.service.reload import Reload, Reloader
+from streamwatch.service.reload import Reloader
 from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
 from streamwatch.service.systemd import SystemdNotifier
 
@@ -146,31 +146,11 @@ class Daemon:
         waiting = [group for group in self._groups if self._engine.model(group) is None]
         self.readiness.loop(waiting)
         if self._reloader is not None:
-            reload = self._reloader.prepare(self._config)
-            if reload is not None:
-                self._apply(reload)
-
-    def _apply(self, reload: Reload) -> None:
-        config = reload.config
-        try:
-            self._engine.reconfigure(threshold=config.threshold_config(), alerts=config.alerts.build())
-        except ValueError as error:
-            assert self._reloader is not None
-            self._reloader.abandon(reload, str(error))
-            return
-        if reload.outputs is not None:
-            self._use_sinks(reload.outputs.sinks)
-        self._config = config
-        assert self._reloader is not None
-        self._reloader.commit(reload)
+            self._config = self._reloader.take(self._config, self._engine, self._use_sinks, self._clock())
 
     def _use_sinks(self, sinks: Sequence[Sink]) -> None:
         self._sinks = list(sinks)
         self._health = HealthReporter(self.lifecycle, self._sinks)
-        firing = self._engine.open_alerts(self._engine.streams(), self._clock())
-        for sink in self._sinks:
-            if isinstance(sink, AlertStateSink):
-                sink.adopt(firing)
 
     def _handle(self, chunks: list[Chunk]) -> None:
         """One poll: streams with a live model are scored together in one pass; the rest bootstrap."""

@@ -46,7 +46,7 @@ from streamwatch.service.background import Background
 from streamwatch.service.health import Readiness
 from streamwatch.service.metrics import DaemonMetrics, HealthReporter, LifecycleCollector
 from streamwatch.service.outputs import log_events
-from streamwatch.service.reload import Reload, Reloader
+from streamwatch.service.reload import Reloader
 from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
 from streamwatch.service.systemd import SystemdNotifier
 
@@ -237,9 +237,7 @@ class KafkaDaemon:
         self.readiness.loop(waiting)
         self._measure_lag()
         if self._reloader is not None:
-            reload = self._reloader.prepare(self._config)
-            if reload is not None:
-                self._apply_reload(reload)
+            self._config = self._reloader.take(self._config, self._engine, self._use_sinks, self._clock())
 
     def _measure_lag(self) -> None:
         if self.metrics is None or self._consumer is None or not self._assigned:
@@ -256,26 +254,10 @@ class KafkaDaemon:
                 lag = max(0, end - self._consumer.position(tp))
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
-    def _apply_reload(self, reload: Reload) -> None:
-        assert self._reloader is not None
-        config = reload.config
-        try:
-            self._engine.reconfigure(threshold=config.threshold_config(), alerts=config.alerts.build())
-        except ValueError as error:
-            self._reloader.abandon(reload, str(error))
-            return
-        if reload.outputs is not None:
-            self._use_sinks(reload.outputs.sinks)
-        self._config = config
-        self._reloader.commit(reload)
-
     def _use_sinks(self, sinks: Sequence[Sink]) -> None:
         self._local_sinks = list(sinks)
         self._alert_state_sinks = [sink for sink in sinks if isinstance(sink, AlertStateSink)]
         self._health = HealthReporter(self.lifecycle, self._local_sinks)
-        firing = self._engine.open_alerts(self._engine.streams(), self._clock())
-        for sink in self._alert_state_sinks:
-            sink.adopt(firing)
 
     def _connect(self, stop: threading.Event) -> None:
         """Set up the topics and clients, retrying while the cluster cannot be reached."""

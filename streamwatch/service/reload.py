@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streamwatch.config import ConfigError, StreamwatchConfig, load_config
+from streamwatch.core.engine import Engine
+from streamwatch.io.sinks import AlertStateSink, Sink
 from streamwatch.service.outputs import Outputs
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,36 @@ class Reloader:
                 _refused(str(error))
                 return None
         return Reload(new, outputs)
+
+    def take(
+        self,
+        current: StreamwatchConfig,
+        engine: Engine,
+        use_sinks: Callable[[Sequence[Sink]], None],
+        now: float,
+    ) -> StreamwatchConfig:
+        """Between two batches: apply a reload asked for, if it checks out; returns the configuration in
+        force afterwards. The engine takes the new threshold and alert settings (all streams or none);
+        then `use_sinks` gets the new sinks, and the receivers that hold alerts as state are told the
+        alerts open now (their outbox may be a new one)."""
+        reload = self.prepare(current)
+        if reload is None:
+            return current
+        config = reload.config
+        try:
+            engine.reconfigure(threshold=config.threshold_config(), alerts=config.alerts.build())
+        except ValueError as error:
+            self.abandon(reload, str(error))
+            return current
+        if reload.outputs is not None:
+            sinks = reload.outputs.sinks
+            use_sinks(sinks)
+            firing = engine.open_alerts(engine.streams(), now)
+            for sink in sinks:
+                if isinstance(sink, AlertStateSink):
+                    sink.adopt(firing)
+        self.commit(reload)
+        return config
 
     def commit(self, reload: Reload) -> None:
         """The daemon now uses `reload`: close the sinks it replaced, then start the new ones (built
