@@ -19,7 +19,7 @@ from streamwatch.codecs import CsvFrame, DecodeError, LogCountConfig, count_log_
 from streamwatch.config import DetectorConfig, StreamwatchConfig
 from streamwatch.core.bootstrap import GroupModel, StreamSeries, train_group
 from streamwatch.core.engine import Engine, EngineOutput
-from streamwatch.core.model_history import MemoryHistory
+from streamwatch.core.model_history import MemoryHistory, ModelHistory
 from streamwatch.core.reconstructor import Reconstructor
 from streamwatch.core.retraining import Lifecycle, RetrainOutcome, run_job
 from streamwatch.io.sinks import JsonlSink
@@ -174,6 +174,30 @@ def run_engine(frame: CsvFrame, cut: int, model: GroupModel, config: Streamwatch
     return result
 
 
+def configured_lifecycle(
+    engine: Engine,
+    config: StreamwatchConfig,
+    history: ModelHistory,
+    *,
+    clock: Callable[[], float] | None = None,
+    install_on_accept: bool = True,
+) -> Lifecycle:
+    """The retraining lifecycle the configuration describes: its policy, threshold, training plan and
+    seed. `clock` stamps events with the wall clock (the daemons); None keeps event time (offline)."""
+    detector = config.detector
+    return Lifecycle(
+        engine,
+        config.retraining.policy(),
+        kind=detector.model,
+        threshold=config.threshold_config(),
+        plan=detector.training.plan(progress=False),
+        history=history,
+        clock=clock,
+        seed=detector.training.seed,
+        install_on_accept=install_on_accept,
+    )
+
+
 def run_with_retraining(
     frame: CsvFrame,
     cut: int,
@@ -188,20 +212,11 @@ def run_with_retraining(
     engine = _warmed_engine(frame, cut, model, config)
     history = MemoryHistory()
     history.adopt(FILE_GROUP, model)
-    detector = config.detector
-    lifecycle = Lifecycle(
-        engine,
-        config.retraining.policy(),
-        kind=detector.model,
-        threshold=config.threshold_config(),
-        plan=detector.training.plan(progress=False),
-        history=history,
-        seed=detector.training.seed,
-    )
+    lifecycle = configured_lifecycle(engine, config, history)
     lifecycle.buffer.seed(
         frame.stream, lifecycle.shape_of(frame.stream), frame.timestamps[:cut], frame.values[:cut]
     )
-    factory = reconstructor_factory(detector)
+    factory = reconstructor_factory(config.detector)
     result = DetectResult(model, [], [], cut, len(frame.timestamps) - cut, lifecycle, history)
     # Small steps, so that a retrain falls due (and its model goes live) close to when it would live.
     step = max(16 * model.spec.hop, 256)
@@ -216,7 +231,7 @@ def run_with_retraining(
             outcome = run_job(
                 job,
                 factory=factory,
-                plan=detector.training.plan(progress=False),
+                plan=config.detector.training.plan(progress=False),
                 gate=lifecycle.policy.gate,
                 threshold=config.threshold_config(),
             )

@@ -24,14 +24,14 @@ from streamwatch.core.engine import Engine, EngineOutput
 from streamwatch.io.simulate import Chunk, SimulatedSource
 from streamwatch.io.sinks import AlertStateSink, DeadLetterFile, Sink
 from streamwatch.models.registry import ModelRegistry
-from streamwatch.offline import reconstructor_factory
+from streamwatch.offline import configured_lifecycle, reconstructor_factory
 from streamwatch.records import AlertEvent, FloatArray, iso_utc
 from streamwatch.service.background import Background
 from streamwatch.service.health import Readiness
 from streamwatch.service.metrics import DaemonMetrics, HealthReporter, LifecycleCollector
 from streamwatch.service.outputs import log_events
 from streamwatch.service.reload import Reloader
-from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
+from streamwatch.service.retrainer import Retrainer
 from streamwatch.service.systemd import SystemdNotifier
 
 log = logging.getLogger("streamwatch.daemon")
@@ -87,7 +87,7 @@ class Daemon:
         self._engine = Engine(threshold=config.threshold_config(), alerts=config.alerts.build(), clock=clock)
         self._backlog: dict[str, dict[str, _Backlog]] = defaultdict(dict)
         self.registry = ModelRegistry(config.detector.model_dir, keep=config.retraining.keep_versions)
-        self.lifecycle = daemon_lifecycle(self._engine, config, self.registry, clock=clock)
+        self.lifecycle = configured_lifecycle(self._engine, config, self.registry, clock=clock)
         self._background = Background("streamwatch-retrain")
         self._retrainer = Retrainer(self.lifecycle, config, self._background)
         self._registry_checked_at = -_REGISTRY_POLL_S

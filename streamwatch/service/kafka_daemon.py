@@ -40,14 +40,14 @@ from streamwatch.kafka import changelog, clients, topics, wire
 from streamwatch.kafka.batch import BatchDecoder, DecodedBatch, StreamRows, align
 from streamwatch.kafka.model_history import ModelsTopicHistory
 from streamwatch.kafka.models_topic import ModelsTopic, Publication, version_number
-from streamwatch.offline import reconstructor_factory
+from streamwatch.offline import configured_lifecycle, reconstructor_factory
 from streamwatch.records import SourcePosition
 from streamwatch.service.background import Background
 from streamwatch.service.health import Readiness
 from streamwatch.service.metrics import DaemonMetrics, HealthReporter, LifecycleCollector
 from streamwatch.service.outputs import log_events
 from streamwatch.service.reload import Reloader
-from streamwatch.service.retrainer import Retrainer, daemon_lifecycle
+from streamwatch.service.retrainer import Retrainer
 from streamwatch.service.systemd import SystemdNotifier
 
 log = logging.getLogger("streamwatch.kafka")
@@ -176,7 +176,7 @@ class KafkaDaemon:
         self._retry_after: dict[str, float] = {}  # group -> when failed background work may run again
         self._executor = Background("streamwatch-train")
         self._history = ModelsTopicHistory()
-        self.lifecycle = daemon_lifecycle(
+        self.lifecycle = configured_lifecycle(
             self._engine, config, self._history, clock=clock, install_on_accept=False
         )
         self._retrainer = Retrainer(self.lifecycle, config, self._executor)

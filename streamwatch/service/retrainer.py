@@ -5,40 +5,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from concurrent.futures import Future
 
 from streamwatch.config import StreamwatchConfig
-from streamwatch.core.engine import Engine
-from streamwatch.core.model_history import ModelHistory
 from streamwatch.core.retraining import Lifecycle, RetrainJob, RetrainOutcome, run_job
 from streamwatch.offline import reconstructor_factory
 from streamwatch.service.background import Background
 
 log = logging.getLogger("streamwatch.retraining")
-
-
-def daemon_lifecycle(
-    engine: Engine,
-    config: StreamwatchConfig,
-    history: ModelHistory,
-    *,
-    clock: Callable[[], float],
-    install_on_accept: bool = True,
-) -> Lifecycle:
-    """The retraining lifecycle as a daemon runs it: the configured policy, wall-clock event stamps."""
-    detector = config.detector
-    return Lifecycle(
-        engine,
-        config.retraining.policy(),
-        kind=detector.model,
-        threshold=config.threshold_config(),
-        plan=detector.training.plan(progress=False),
-        history=history,
-        clock=clock,
-        seed=detector.training.seed,
-        install_on_accept=install_on_accept,
-    )
 
 
 class Retrainer:

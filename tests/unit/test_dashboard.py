@@ -30,9 +30,9 @@ from streamwatch.io.line_protocol import (
     score_line,
 )
 from streamwatch.io.sinks import GroupHealth
+from streamwatch.offline import configured_lifecycle
 from streamwatch.records import AlertEvent, AlertKind, AlertStatus, DataQualityEvent, WindowScore
 from streamwatch.service.metrics import DaemonMetrics, LifecycleCollector
-from streamwatch.service.retrainer import daemon_lifecycle
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
 
@@ -149,7 +149,7 @@ def _lifecycle_collector() -> LifecycleCollector:
     """A collector over a lifecycle that knows one group with one canary outcome, so that each family it
     serves has a sample to read the labels off (all but seconds_since_retrain, which needs scored data)."""
     engine = _engine()
-    lifecycle = daemon_lifecycle(engine, parse_config({}), MemoryHistory(), clock=lambda: 0.0)
+    lifecycle = configured_lifecycle(engine, parse_config({}), MemoryHistory(), clock=lambda: 0.0)
     lifecycle.stats["g"] = GroupStats(version="pca@1")
     lifecycle.canaries.went_live("g", "pca@1", swapped=False)
     lifecycle.canaries.record("g", "pmu-1/voltage", [True])
